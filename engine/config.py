@@ -1,0 +1,251 @@
+"""Typed engine configuration: YAML in, environment overrides on top.
+
+`assets/config/engine.yml` holds the defaults a Space or a laptop runs with; a few
+environment variables (`SIGNLENS_MODEL`, `SIGNLENS_DEVICE`, ...) override single fields
+so a deployment needs no edited file. Unknown keys are an error, because a misspelt key
+that is silently ignored is a setting the user believes in and does not have.
+
+`HF_TOKEN` may come from a `.env` file; it goes straight into the process environment
+for huggingface_hub and is never stored in the config, so no log, error or UI can show it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from engine.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "assets" / "config" / "engine.yml"
+
+DEVICES = ("auto", "cuda", "directml", "mps", "cpu")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+QUANTIZATIONS = ("auto", "4bit", "8bit", "none")
+MODES = ("score", "generate")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # Hub id ("OpenGVLab/InternVL3-2B-hf") or a local folder with config + weights +
+    # processor files; a folder lets offline machines run without the hub.
+    id: str = "OpenGVLab/InternVL3-2B-hf"
+    # Hub revision (branch, tag or commit) so a deployment can pin exact weights.
+    revision: str = "main"
+    # Where to run: "auto" picks the best available accelerator (see engine/device.py).
+    device: str = "auto"
+    # "auto" picks bf16/fp16/fp32 by device; explicit values are honoured or refused.
+    dtype: str = "auto"
+    # "auto": NF4 4-bit on CUDA, the measured-fastest option elsewhere (engine/quantization.py).
+    quantization: str = "auto"
+    # LoRA adapter folder applied after loading; empty for the base model.
+    adapter: str = ""
+
+    def __post_init__(self) -> None:
+        _check_choice("model.device", self.device, DEVICES)
+        _check_choice("model.dtype", self.dtype, DTYPES)
+        _check_choice("model.quantization", self.quantization, QUANTIZATIONS)
+        if not self.id.strip():
+            raise ConfigError("model.id is empty: give a hub id such as OpenGVLab/InternVL3-2B-hf or a local folder.")
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    # Frames sampled evenly over the sign's span; 8 is what the model was tuned on
+    # for short clips and what the CPU latency budget is measured at.
+    frames_per_clip: int = 8
+    # Crop each frame to the signer's bounding box (when one is given, e.g. WLASL's)
+    # so the hands fill more of the 448 px tile.
+    crop_to_bbox: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.frames_per_clip <= 64:
+            raise ConfigError(f"video.frames_per_clip must be between 1 and 64, got {self.frames_per_clip}.")
+
+
+@dataclass(frozen=True)
+class RecognitionConfig:
+    # The question asked with the frames; training uses the same text (engine/prompt.py).
+    prompt: str = "These frames show one sign of American Sign Language. Which word is signed? Answer with the word only."
+    # Gloss list, one per line (`## category` headers allowed); relative paths are from the repo root.
+    vocabulary: str = "assets/glossaries/asl_core_320.txt"
+    # "score": rank every gloss of the vocabulary (closed set, calibrated top-k);
+    # "generate": free text answer, the original behaviour, for open vocabularies.
+    mode: str = "score"
+    # How many ranked glosses a result carries.
+    top_k: int = 5
+    # Candidates scored per forward pass; bounds memory on long vocabularies.
+    score_batch: int = 512
+    # Generation length for "generate" mode answers (one word plus end token).
+    max_new_tokens: int = 8
+    # Instruction for turning a gloss sequence into English.
+    sentence_prompt: str = (
+        "These are ASL glosses in signing order: {glosses}. "
+        "Write them as one natural English sentence. Reply with the sentence only."
+    )
+    # Room for a short sentence.
+    sentence_max_new_tokens: int = 48
+
+    def __post_init__(self) -> None:
+        _check_choice("recognition.mode", self.mode, MODES)
+        if self.top_k < 1:
+            raise ConfigError(f"recognition.top_k must be at least 1, got {self.top_k}.")
+        if self.score_batch < 1:
+            raise ConfigError(f"recognition.score_batch must be at least 1, got {self.score_batch}.")
+        if "{glosses}" not in self.sentence_prompt:
+            raise ConfigError("recognition.sentence_prompt must contain {glosses}.")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    # Uploads larger than this are refused before decoding (protects memory and disk).
+    max_file_mb: float = 200.0
+    # A single sign lasts seconds; a long video is a mistake or an abuse, not a sign.
+    max_clip_seconds: float = 60.0
+    # Longest side in pixels; bigger frames are refused (decompression bombs, 8K files).
+    max_resolution: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("max_file_mb", "max_clip_seconds", "max_resolution"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"limits.{name} must be positive, got {getattr(self, name)}.")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    def vocabulary_path(self) -> Path:
+        path = Path(self.recognition.vocabulary)
+        return path if path.is_absolute() else ROOT / path
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Environment variable -> (section, field). Values are parsed to the field's type.
+ENV_OVERRIDES = {
+    "SIGNLENS_MODEL": ("model", "id"),
+    "SIGNLENS_REVISION": ("model", "revision"),
+    "SIGNLENS_DEVICE": ("model", "device"),
+    "SIGNLENS_DTYPE": ("model", "dtype"),
+    "SIGNLENS_QUANTIZATION": ("model", "quantization"),
+    "SIGNLENS_ADAPTER": ("model", "adapter"),
+    "SIGNLENS_FRAMES": ("video", "frames_per_clip"),
+    "SIGNLENS_VOCABULARY": ("recognition", "vocabulary"),
+    "SIGNLENS_MODE": ("recognition", "mode"),
+}
+
+_SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(EngineConfig)}
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> EngineConfig:
+    """Read the YAML file, then apply environment overrides, then explicit `overrides`.
+
+    `env` defaults to `os.environ`; tests pass a dict. `overrides` is a nested mapping
+    like the YAML (`{"model": {"id": "/tmp/tiny"}}`) for callers that build configs in code.
+    """
+    path = Path(path) if path else DEFAULT_CONFIG
+    env = os.environ if env is None else env
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist.") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of sections.")
+    _reject_unknown(raw, _SECTIONS, str(path))
+
+    merged: dict[str, dict[str, Any]] = {name: dict(raw.get(name) or {}) for name in _SECTIONS}
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if env.get(var):
+            merged[section][key] = env[var]
+    for section, values in (overrides or {}).items():
+        _reject_unknown({section: None}, _SECTIONS, "overrides")
+        merged[section].update(values)
+
+    sections = {}
+    for name, factory in _SECTIONS.items():
+        cls = type(factory())
+        sections[name] = _build(cls, merged[name], f"{path}: {name}")
+    return EngineConfig(**sections)
+
+
+def load_dotenv(path: str | Path = ROOT / ".env", *, environ: dict[str, str] | None = None) -> list[str]:
+    """Copy `KEY=value` lines of a `.env` file into the environment, never overwriting.
+
+    Returns the names it set (never the values). Exists for `HF_TOKEN` on laptops; on a
+    Space the token comes from the Space's secrets, which are already environment variables.
+    """
+    environ = os.environ if environ is None else environ
+    path = Path(path)
+    if not path.is_file():
+        return []
+    names = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.removeprefix("export ").split("=", 1)
+        key, value = key.strip(), value.strip().strip("'\"")
+        if key and key not in environ:
+            environ[key] = value
+            names.append(key)
+    return names
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _reject_unknown(values, fields, where)
+    parsed = {}
+    for key, value in values.items():
+        default = getattr(cls(), key)
+        parsed[key] = _coerce(value, type(default), f"{where}.{key}")
+    try:
+        return cls(**parsed)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _coerce(value: Any, kind: type, where: str) -> Any:
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    if kind is bool and isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+    elif kind in (int, float) and not isinstance(value, bool):
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            pass
+    elif kind is str and isinstance(value, (int, float)):
+        return str(value)
+    raise ConfigError(f"{where} must be {kind.__name__}, got {value!r}.")
+
+
+def _reject_unknown(values: Mapping[str, Any], known: Mapping[str, Any], where: str) -> None:
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys are {', '.join(known)}.")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")

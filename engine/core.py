@@ -1,0 +1,324 @@
+"""The Engine: one loaded model serving recognition, sentences and adapters.
+
+The web app creates one Engine and keeps it for the life of the process (the only
+global state of the product). Loading can run in a background thread so the app serves
+pages while 4 GB of weights load; every model call waits on one lock, because two
+forwards at once on a 2-core CPU or one GPU are slower than two in a row.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engine.config import EngineConfig
+from engine.device import Accelerators
+from engine.errors import AdapterError, ModelNotReadyError, SignLensError
+from engine.model import LoadedModel, load_model
+from engine.prompt import clip_messages, text_messages
+from engine.scoring import score_candidates
+from engine.video import Clip, load_clip
+from engine.vocabulary import Vocabulary, load_vocabulary
+
+log = logging.getLogger(__name__)
+
+ADAPTER_NAME = "signlens"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    gloss: str
+    # Softmax over the active vocabulary's scores (score mode) or the generated answer's
+    # own probability (generate mode).
+    probability: float
+
+
+@dataclass(frozen=True)
+class Timings:
+    decode_ms: float
+    # Processor work: resizing, normalizing, tokenizing.
+    preprocess_ms: float
+    model_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.decode_ms + self.preprocess_ms + self.model_ms
+
+
+@dataclass(frozen=True)
+class RecognitionResult:
+    # Best first; top_k entries in score mode, one in generate mode.
+    top: tuple[Prediction, ...]
+    # The answer as text: the best gloss, or what the model generated.
+    text: str
+    mode: str
+    timings: Timings
+    # The frames the model saw and where they came from.
+    clip: Clip
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    # "idle" (not started) | "loading" | "ready" | "failed" | "closed"
+    state: str
+    model_id: str
+    device: str = ""
+    dtype: str = ""
+    quantization: str = ""
+    # Why this device/dtype/quantization, or why loading failed.
+    detail: str = ""
+    memory_mb: float = 0.0
+    load_seconds: float = 0.0
+    adapter: str = ""
+    vocabulary: str = ""
+    vocabulary_size: int = 0
+
+
+class Engine:
+    def __init__(self, config: EngineConfig, *, accelerators: Accelerators | None = None):
+        self.config = config
+        self._accelerators = accelerators
+        self._lock = threading.RLock()
+        self._loaded: LoadedModel | None = None
+        self._state = "idle"
+        self._error = ""
+        self._adapter = ""
+        self._peft: Any = None
+        self._thread: threading.Thread | None = None
+        self._vocabulary = load_vocabulary(config.vocabulary_path())
+        self._candidates: list[list[int]] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, *, background: bool = False) -> "Engine":
+        """Load the model now, or in a thread while the caller goes on serving."""
+        if self._state in ("loading", "ready"):
+            return self
+        self._state, self._error = "loading", ""
+        if background:
+            self._thread = threading.Thread(target=self._load, name="engine-load", daemon=True)
+            self._thread.start()
+        else:
+            self._load()
+            if self._state == "failed":
+                raise ModelNotReadyError(self._error)
+        return self
+
+    def wait(self, timeout: float | None = None) -> EngineStatus:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.status()
+
+    def _load(self) -> None:
+        try:
+            loaded = load_model(self.config.model, accelerators=self._accelerators)
+            with self._lock:
+                self._loaded = loaded
+                self._candidates = None
+                self._state = "ready"
+            if self.config.model.adapter:
+                self.load_adapter(self.config.model.adapter)
+        except SignLensError as exc:
+            self._state, self._error = "failed", str(exc)
+            log.error("%s", exc)
+        except Exception as exc:  # never let the loader thread die silently
+            self._state, self._error = "failed", f"Loading failed: {type(exc).__name__}."
+            log.exception("model load failed")
+
+    def close(self) -> None:
+        """Drop the model and give its memory back (GPU cache included)."""
+        with self._lock:
+            self._loaded = None
+            self._peft, self._adapter = None, ""
+            self._candidates = None
+            self._state = "closed"
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def status(self) -> EngineStatus:
+        loaded = self._loaded
+        base = EngineStatus(
+            state=self._state,
+            model_id=self.config.model.id,
+            detail=self._error,
+            adapter=self._adapter,
+            vocabulary=self._vocabulary.source,
+            vocabulary_size=len(self._vocabulary),
+        )
+        if loaded is None:
+            return base
+        return replace(
+            base,
+            device=loaded.device.kind,
+            dtype=str(loaded.device.dtype).removeprefix("torch."),
+            quantization=loaded.quantization,
+            detail=self._error or f"{loaded.device.reason}; {loaded.quantization_reason}",
+            memory_mb=loaded.memory_bytes / 2**20,
+            load_seconds=loaded.load_seconds,
+        )
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return self._vocabulary
+
+    def set_vocabulary(self, path: str | Path) -> Vocabulary:
+        vocabulary = load_vocabulary(path)
+        with self._lock:
+            self._vocabulary, self._candidates = vocabulary, None
+        return vocabulary
+
+    # ---------------------------------------------------------------- recognition
+    def recognize(
+        self,
+        source: str | Path | np.ndarray | Sequence[np.ndarray],
+        *,
+        frame_start: int = 1,
+        frame_end: int = -1,
+        bbox: Sequence[int] | None = None,
+        top_k: int | None = None,
+        mode: str | None = None,
+    ) -> RecognitionResult:
+        """Recognize the sign in a clip, an image or a list of RGB frames."""
+        loaded = self._require_model()
+        cfg = self.config
+        clip = load_clip(
+            source,
+            num_frames=cfg.video.frames_per_clip,
+            limits=cfg.limits,
+            frame_start=frame_start,
+            frame_end=frame_end,
+            bbox=bbox if cfg.video.crop_to_bbox else None,
+        )
+        mode = mode or cfg.recognition.mode
+        top_k = top_k or cfg.recognition.top_k
+
+        started = time.perf_counter()
+        inputs = self._model_inputs(loaded, clip)
+        preprocess_ms = (time.perf_counter() - started) * 1000
+
+        started = time.perf_counter()
+        with self._lock:
+            if mode == "score":
+                top = self._score(loaded, inputs, top_k)
+                text = top[0].gloss
+            else:
+                text, probability = self._generate(loaded, inputs, cfg.recognition.max_new_tokens)
+                top = (Prediction(text, probability),)
+        model_ms = (time.perf_counter() - started) * 1000
+        return RecognitionResult(top, text, mode, Timings(clip.decode_ms, preprocess_ms, model_ms), clip)
+
+    def sentence(self, glosses: Sequence[str]) -> str:
+        """Turn a gloss sequence into one English sentence with the language model alone."""
+        glosses = [g.strip() for g in glosses if g and g.strip()]
+        if not glosses:
+            raise SignLensError("There are no signs to turn into a sentence yet.")
+        loaded = self._require_model()
+        prompt = self.config.recognition.sentence_prompt.format(glosses=" ".join(g.upper() for g in glosses))
+        text = loaded.processor.apply_chat_template(text_messages(prompt), add_generation_prompt=True, tokenize=False)
+        inputs = loaded.processor.tokenizer([text], return_tensors="pt").to(loaded.device.torch_device)
+        with self._lock:
+            answer, _ = self._generate(loaded, dict(inputs), self.config.recognition.sentence_max_new_tokens)
+        return answer
+
+    # ------------------------------------------------------------------- adapters
+    def load_adapter(self, path: str | Path) -> str:
+        """Apply a PEFT LoRA adapter to the running model, replacing any active one.
+
+        PEFT is called directly rather than through transformers' `load_adapter`, which
+        in transformers 5.24 demands a PEFT release that does not exist yet (0.22).
+        """
+        from peft import PeftModel
+
+        loaded = self._require_model()
+        path = Path(path)
+        if not (path / "adapter_config.json").is_file():
+            raise AdapterError(f"{path} is not a LoRA adapter folder (adapter_config.json is missing).")
+        with self._lock:
+            self._drop_adapter()
+            try:
+                self._peft = PeftModel.from_pretrained(loaded.model, str(path), is_trainable=False).eval()
+            except Exception as exc:
+                raise AdapterError(f"The adapter {path.name} does not fit this model ({type(exc).__name__}).") from None
+            self._adapter = str(path)
+        log.info("Adapter active: %s", path)
+        return self._adapter
+
+    def unload_adapter(self) -> None:
+        with self._lock:
+            self._drop_adapter()
+
+    def _drop_adapter(self) -> None:
+        if self._peft is not None:
+            self._peft.unload()  # removes the LoRA layers from the base model in place
+        self._peft, self._adapter = None, ""
+
+    def _model(self, loaded: LoadedModel) -> Any:
+        """The model to run: the base model, or the base wrapped with the active adapter."""
+        return self._peft if self._peft is not None else loaded.model
+
+    # -------------------------------------------------------------------- helpers
+    def _require_model(self) -> LoadedModel:
+        loaded = self._loaded
+        if loaded is not None and self._state == "ready":
+            return loaded
+        if self._state == "loading":
+            raise ModelNotReadyError("The model is still loading; try again in a moment.")
+        if self._state == "failed":
+            raise ModelNotReadyError(self._error)
+        raise ModelNotReadyError("The model is not loaded.")
+
+    def _model_inputs(self, loaded: LoadedModel, clip: Clip) -> dict[str, torch.Tensor]:
+        processor = loaded.processor
+        messages = clip_messages(len(clip.frames), self.config.recognition.prompt)
+        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        images = [Image.fromarray(frame) for frame in clip.frames]
+        # crop_to_patches=False: one tile per frame; the processor would otherwise split
+        # each frame into several tiles, multiplying the tokens (see tests/test_engine.py).
+        inputs = processor(text=[text], images=images, crop_to_patches=False, return_tensors="pt")
+        inputs = inputs.to(loaded.device.torch_device)
+        if "pixel_values" in inputs and loaded.quantization != "8bit":
+            inputs["pixel_values"] = inputs["pixel_values"].to(loaded.device.dtype)
+        return dict(inputs)
+
+    def _candidate_ids(self, loaded: LoadedModel) -> list[list[int]]:
+        if self._candidates is None:
+            tokenizer = loaded.processor.tokenizer
+            end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+            self._candidates = [tokenizer(g, add_special_tokens=False).input_ids + [end] for g in self._vocabulary.glosses]
+        return self._candidates
+
+    def _score(self, loaded: LoadedModel, inputs: dict[str, torch.Tensor], top_k: int) -> tuple[Prediction, ...]:
+        scores = score_candidates(
+            self._model(loaded), inputs, self._candidate_ids(loaded), batch_size=self.config.recognition.score_batch
+        )
+        probabilities = torch.softmax(scores, dim=0)
+        values, order = probabilities.topk(min(top_k, len(scores)))
+        glosses = self._vocabulary.glosses
+        return tuple(Prediction(glosses[i], float(p)) for p, i in zip(values.tolist(), order.tolist()))
+
+    def _generate(self, loaded: LoadedModel, inputs: dict[str, Any], max_new_tokens: int) -> tuple[str, float]:
+        tokenizer = loaded.processor.tokenizer
+        with torch.inference_mode():
+            out = self._model(loaded).generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                output_scores=True,
+                return_dict_in_generate=True,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new_tokens = out.sequences[0, inputs["input_ids"].shape[1] :]
+        logprob = 0.0
+        for step, token in enumerate(new_tokens.tolist()):
+            logprob += torch.log_softmax(out.scores[step][0].float(), dim=-1)[token].item()
+        text = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+        return text, float(np.exp(logprob))

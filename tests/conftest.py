@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny same-architecture InternVL on disk, and an engine over it.
+
+The tiny model is built once and cached under `.cache/` keyed by the builder's source
+and the vocabulary, so every test session after the first reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def tiny_model_folder() -> Path:
+    from engine.tiny import build_tiny_model
+    from engine.vocabulary import DEFAULT_VOCABULARY, load_vocabulary
+
+    digest = hashlib.sha256((ROOT / "engine" / "tiny.py").read_bytes() + DEFAULT_VOCABULARY.read_bytes()).hexdigest()[:12]
+    folder = ROOT / ".cache" / f"tiny-internvl-{digest}"
+    if not (folder / "config.json").is_file():
+        build_tiny_model(folder, extra_words=list(load_vocabulary(DEFAULT_VOCABULARY).glosses))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    return tiny_model_folder()
+
+
+def tiny_config(folder: Path, **sections):
+    """Engine config for the tiny model: CPU, fp32, unquantized, unless overridden."""
+    from engine.config import load_config
+
+    overrides = {"model": {"id": str(folder), "device": "cpu", "dtype": "float32", "quantization": "none"}}
+    for section, values in sections.items():
+        overrides.setdefault(section, {}).update(values)
+    return load_config(env={}, overrides=overrides)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir):
+    from engine import Engine
+
+    engine = Engine(tiny_config(tiny_model_dir)).start()
+    yield engine
+    engine.close()
