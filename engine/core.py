@@ -307,7 +307,7 @@ class Engine:
 
     def _generate(self, loaded: LoadedModel, inputs: dict[str, Any], max_new_tokens: int) -> tuple[str, float]:
         tokenizer = loaded.processor.tokenizer
-        with torch.inference_mode():
+        with torch.no_grad():
             out = self._model(loaded).generate(
                 **inputs,
                 max_new_tokens=max_new_tokens,

@@ -69,6 +69,8 @@ def load_model(config: ModelConfig, *, accelerators: Accelerators | None = None)
     if quantization == "8bit" and device.kind == "cpu":
         dtype = torch.float32  # dynamic int8 kernels take fp32 activations
     kwargs: dict[str, Any] = {"revision": config.revision, "dtype": dtype}
+    if device.kind == "directml":
+        kwargs["attn_implementation"] = "eager"  # SDPA fails on DirectML (docs/windows-directml.md)
     quantization_config = _bitsandbytes_config(quantization, device, dtype)
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config

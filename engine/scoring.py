@@ -40,7 +40,7 @@ def score_candidates(
     if not candidates or any(len(c) == 0 for c in candidates):
         raise ValueError("every candidate needs at least one token")
     cache_arg = _cache_argument(model)
-    with torch.inference_mode():
+    with torch.no_grad():
         out = model(**prefix, use_cache=True, logits_to_keep=1)
         cache = _output_cache(out)
         prefix_len = prefix["input_ids"].shape[1]
@@ -80,7 +80,7 @@ def score_candidates_reference(model: Any, prefix: dict[str, torch.Tensor], cand
     against and to measure how much faster it is (benchmarks/bench_scoring.py).
     """
     scores = []
-    with torch.inference_mode():
+    with torch.no_grad():
         prefix_len = prefix["input_ids"].shape[1]
         for candidate in candidates:
             tail = torch.tensor([candidate], device=prefix["input_ids"].device)

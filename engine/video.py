@@ -173,7 +173,7 @@ def _decode_video(path: Path, num_frames: int, frame_start: int, frame_end: int,
         fps = float(stream.average_rate or stream.guessed_rate or 0) or _fps_from_pts(frame_pts, stream)
         _check_complete(container, stream, frame_pts, fps, path)
         indices = sample_indices(*_span(frame_start, frame_end, len(frame_pts)), num_frames)
-        decoded = _decode_at(container, stream, path, [frame_pts[i] for i in sorted(set(indices))], keyframes)
+        decoded = _decode_at(container, stream, path, frame_pts, [frame_pts[i] for i in sorted(set(indices))], keyframes)
         frames = [decoded[frame_pts[i]] for i in indices]
     return frames, indices, len(frame_pts), fps
 
@@ -217,29 +217,37 @@ def _check_complete(container, stream, frame_pts: list[int], fps: float, path: P
             raise ClipError(f"The video {path.name} is cut short: it declares {declared:.1f} s but holds {present:.1f} s.")
 
 
-def _decode_at(container, stream, path: Path, targets: list[int], keyframes: list[int]) -> dict[int, np.ndarray]:
+# Seeking costs about as much as decoding ~10 frames (demuxer reset, decoder flush and
+# B-frame pipeline refill, measured with benchmarks/bench_sampling.py); a seek that
+# skips fewer frames than this is slower than decoding on.
+SEEK_MIN_SKIP = 12
+
+
+def _decode_at(container, stream, path: Path, frame_pts: list[int], targets: list[int], keyframes: list[int]) -> dict[int, np.ndarray]:
     """Decode the frames with these pts, seeking to a keyframe only when it skips work."""
     found: dict[int, np.ndarray] = {}
     frames = None
-    last_pts = None  # pts of the last frame the current decoder produced
+    position = -1  # index (in frame_pts) of the last frame the current decoder produced
     for target in targets:
         keyframe = keyframes[bisect.bisect_right(keyframes, target) - 1]
-        if frames is None or last_pts is None or keyframe > last_pts:
+        skipped = bisect.bisect_left(frame_pts, keyframe) - position - 1
+        if frames is None or skipped > SEEK_MIN_SKIP:
             container.seek(keyframe, stream=stream, backward=True, any_frame=False)
             frames = container.decode(stream)
         try:
             for frame in frames:
-                last_pts = frame.pts
+                if frame.pts is None:
+                    continue
+                position = bisect.bisect_left(frame_pts, frame.pts)
                 if frame.pts == target:
                     found[target] = frame.to_ndarray(format="rgb24")
                     break
-                if frame.pts is not None and frame.pts > target:
+                if frame.pts > target:
                     break
         except av.error.FFmpegError:
             pass  # reported below as a missing frame
         if target not in found:
-            total = len(found)
-            raise ClipError(f"The video {path.name} is damaged or cut short: only {total} of {len(targets)} sampled frames could be decoded.")
+            raise ClipError(f"The video {path.name} is damaged or cut short: only {len(found)} of {len(targets)} sampled frames could be decoded.")
     return found
 
 
