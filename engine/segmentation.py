@@ -1,0 +1,253 @@
+"""Cut a webcam stream into signs: motion starts a sign, holding still ends it.
+
+The webcam sends a steady stream of frames and the model wants one sign at a time. A
+signer at rest is (nearly) still; a sign is hands moving. So each frame is shrunk to
+~80 px wide, turned gray, and compared with the previous one: the *motion energy* is the
+fraction of those pixels whose brightness changed by more than `pixel_delta`. Counting
+changed pixels, rather than averaging the difference, ignores camera noise and JPEG
+artefacts (a few gray levels everywhere) and a camera's slow exposure drift, while a
+moving hand changes a patch of pixels by a lot.
+
+Hysteresis keeps one sign one segment: motion must pass `start_threshold` on
+`start_frames` frames in a row to start, and must stay under the lower `stop_threshold`
+for `stop_seconds` to end, so the slow middle of a sign does not cut it in two. Dropping
+the hands is motion followed by stillness, so it ends a sign the same way. A few frames
+from before the motion (`preroll_frames`) are kept: the hand shape a sign starts from
+is often held just before it moves.
+
+Thresholds live in `SegmenterConfig` (defaults here, overrides in
+`assets/config/live.yml`). Measured on the synthetic signer of `webapp/samples.py` at
+640x480, 10 fps: a still scene with +-12 gray levels of per-pixel noise gives energy
+0.000; one hand and forearm moving give 0.014-0.048 (a real signer moves more of the
+frame). Tune `start_threshold` up for a busy background, down for a distant signer.
+
+No gradio here: the web app feeds frames and gets segments back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import yaml
+
+from engine.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_LIVE_CONFIG = ROOT / "assets" / "config" / "live.yml"
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    # Frames are subsampled to about this many pixels wide before differencing: enough
+    # to see a hand (~8 px at arm's length), and the cost no longer depends on the camera.
+    analysis_width: int = 80
+    # A small pixel counts as changed when its gray level moved by more than this (0-255);
+    # webcam noise and JPEG artefacts stay under ~10.
+    pixel_delta: int = 20
+    # Fraction of changed pixels that counts as the signer moving (starts a sign).
+    start_threshold: float = 0.012
+    # Fraction under which a frame counts as still; lower than start_threshold
+    # (hysteresis) so a slow part of a sign does not end it.
+    stop_threshold: float = 0.005
+    # Moving frames in a row needed to start a sign: one flicker (a light, autofocus)
+    # does not start one.
+    start_frames: int = 2
+    # Seconds of stillness that end a sign (a hold, or hands dropped to rest).
+    stop_seconds: float = 0.5
+    # Signs shorter than this (seconds of motion) are dropped as twitches.
+    min_seconds: float = 0.3
+    # A sign is cut here even if motion goes on (signing without pauses); most single
+    # signs last 0.5-2 s, and the model samples a few frames from the whole span anyway.
+    max_seconds: float = 4.0
+    # Frames kept from just before the motion started (the sign's starting hand shape).
+    preroll_frames: int = 2
+    # Still frames kept after the motion stopped (the sign's final hold).
+    postroll_frames: int = 1
+
+    def __post_init__(self) -> None:
+        if self.analysis_width < 8:
+            raise ConfigError(f"segmenter.analysis_width must be at least 8, got {self.analysis_width}.")
+        if not 0 < self.pixel_delta < 255:
+            raise ConfigError(f"segmenter.pixel_delta must be between 1 and 254, got {self.pixel_delta}.")
+        if not 0 < self.stop_threshold <= self.start_threshold < 1:
+            raise ConfigError(
+                "segmenter thresholds must satisfy 0 < stop_threshold <= start_threshold < 1, "
+                f"got stop {self.stop_threshold} and start {self.start_threshold}."
+            )
+        if self.start_frames < 1 or self.preroll_frames < 0 or self.postroll_frames < 0:
+            raise ConfigError("segmenter.start_frames must be at least 1 and the pre/postroll frames not negative.")
+        if not 0 < self.min_seconds < self.max_seconds or self.stop_seconds <= 0:
+            raise ConfigError(
+                f"segmenter times must satisfy 0 < min_seconds < max_seconds and stop_seconds > 0, got "
+                f"min {self.min_seconds}, max {self.max_seconds}, stop {self.stop_seconds}."
+            )
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    # Seconds between webcam frames sent to the server: 10 fps shows a sign's motion
+    # and keeps the queue and the network light (each frame is a JPEG upload).
+    stream_every: float = 0.1
+    # Seconds one stream event holds a live slot; the page then re-joins the queue by
+    # itself (state survives), so a forgotten tab cannot hold a slot forever.
+    time_limit: int = 60
+    # Webcam streams served at once (each holds one queue slot while it runs).
+    max_sessions: int = 8
+    # Camera resolution asked of the browser (the camera may give another).
+    camera_width: int = 640
+    camera_height: int = 480
+    # Predictions below this probability are shown as uncertain, with other guesses offered.
+    uncertain_below: float = 0.5
+    # Finished signs waiting for the model, per session; more are skipped with a notice
+    # rather than piling up behind a slow model.
+    max_pending: int = 4
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.02 <= self.stream_every <= 2:
+            raise ConfigError(f"live.stream_every must be between 0.02 and 2 seconds, got {self.stream_every}.")
+        if self.time_limit < 5 or self.max_sessions < 1 or self.max_pending < 1:
+            raise ConfigError("live.time_limit must be at least 5 s, and max_sessions and max_pending at least 1.")
+        if not 0 <= self.uncertain_below <= 1:
+            raise ConfigError(f"live.uncertain_below must be a probability, got {self.uncertain_below}.")
+
+
+def load_live_config(path: str | Path | None = None, *, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> LiveConfig:
+    """Read `live.yml` (sections `live:` and `segmenter:`); unknown keys are an error."""
+    path = Path(path) if path else DEFAULT_LIVE_CONFIG
+    raw: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from None
+    elif path != DEFAULT_LIVE_CONFIG:
+        raise ConfigError(f"Config file {path} does not exist.")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Config file {path} must hold the sections live and segmenter.")
+    sections = {"live": dict(raw.get("live") or {}), "segmenter": dict(raw.get("segmenter") or {})}
+    unknown = sorted(set(raw) - set(sections))
+    for section, values in (overrides or {}).items():
+        if section not in sections:
+            unknown.append(section)
+        else:
+            sections[section].update(values)
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; expected live, segmenter.")
+    segmenter = _build(SegmenterConfig, sections["segmenter"], f"{path}: segmenter")
+    return _build(LiveConfig, {**sections["live"], "segmenter": segmenter}, f"{path}: live")
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; expected one of {', '.join(names)}.")
+    typed = {}
+    for key, value in values.items():
+        default = names[key].default
+        if isinstance(default, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}: {key} must be a number, got {value!r}.")
+            if isinstance(default, int) and value != int(value):
+                raise ConfigError(f"{where}: {key} must be a whole number, got {value!r}.")
+            value = type(default)(value)
+        typed[key] = value
+    return cls(**typed)
+
+
+class Segmenter:
+    """Feed frames one at a time; get a finished sign back as a list of frames.
+
+        segmenter = Segmenter()
+        for frame in frames:                    # RGB uint8 HxWx3
+            segment = segmenter.feed(frame)     # None, or the frames of one sign
+    """
+
+    def __init__(self, config: SegmenterConfig | None = None):
+        self.config = config or SegmenterConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        cfg = self.config
+        self._previous: np.ndarray | None = None
+        # Frames before a sign: the preroll, plus the first moving frames before the
+        # start is confirmed (they belong to the sign).
+        self._before: deque[np.ndarray] = deque(maxlen=cfg.preroll_frames + cfg.start_frames)
+        self._run = 0  # moving frames in a row while idle
+        self._frames: list[np.ndarray] | None = None  # the sign being recorded
+        self._started = 0.0
+        self._last_motion = 0.0
+        self._last_moving_index = 0  # index in _frames of the last moving frame
+        self.energy = 0.0
+
+    @property
+    def active(self) -> bool:
+        """True while a sign is being recorded."""
+        return self._frames is not None
+
+    def motion_energy(self, frame: np.ndarray) -> float:
+        """Fraction of small gray pixels that changed since the previous frame (0 for the first)."""
+        step = max(1, frame.shape[1] // self.config.analysis_width)
+        half = step // 2
+        # Four strided samples per small pixel (a 2x2 subset of its block), summed: the
+        # noise of a single camera pixel is halved for 4 reads of ~5,000 values, where
+        # averaging whole blocks would read all 300,000 pixels of a VGA frame.
+        rows, cols = frame.shape[0] // step * step, frame.shape[1] // step * step
+        total = np.zeros((rows // step, cols // step), dtype=np.uint32)
+        for dy in {0, half}:
+            for dx in {0, half}:
+                small = frame[dy:rows:step, dx:cols:step]
+                # Integer luma, BT.601 weights / 256.
+                total += small[..., 0] * np.uint32(77) + small[..., 1] * np.uint32(150) + small[..., 2] * np.uint32(29)
+        gray = total >> (8 + (2 if half else 0))
+        previous, self._previous = self._previous, gray.astype(np.int16)
+        if previous is None or previous.shape != self._previous.shape:
+            return 0.0
+        return float(np.count_nonzero(np.abs(self._previous - previous) > self.config.pixel_delta)) / gray.size
+
+    def feed(self, frame: np.ndarray, t: float | None = None) -> list[np.ndarray] | None:
+        """Add one frame taken at time `t` (seconds, default now); return a finished sign or None."""
+        cfg = self.config
+        t = time.monotonic() if t is None else t
+        self.energy = energy = self.motion_energy(frame)
+        if self._frames is None:
+            self._before.append(frame)
+            self._run = self._run + 1 if energy >= cfg.start_threshold else 0
+            if self._run >= cfg.start_frames:
+                keep = cfg.preroll_frames + self._run
+                self._frames = list(self._before)[-keep:]
+                self._started = self._last_motion = t
+                self._last_moving_index = len(self._frames) - 1
+                self._before.clear()
+                self._run = 0
+            return None
+
+        self._frames.append(frame)
+        if energy >= cfg.stop_threshold:
+            self._last_motion = t
+            self._last_moving_index = len(self._frames) - 1
+        if t - self._started >= cfg.max_seconds:
+            return self._finish()
+        if t - self._last_motion >= cfg.stop_seconds:
+            return self._finish()
+        return None
+
+    def flush(self) -> list[np.ndarray] | None:
+        """End the sign being recorded now (the camera stopped); None if there is none."""
+        return self._finish() if self._frames is not None else None
+
+    def _finish(self) -> list[np.ndarray] | None:
+        frames, self._frames = self._frames or [], None
+        self._run = 0
+        # Trailing still frames are the signer waiting, not signing: keep the final hold only.
+        frames = frames[: self._last_moving_index + 1 + self.config.postroll_frames]
+        if self._last_motion - self._started < self.config.min_seconds:
+            return None
+        return frames
