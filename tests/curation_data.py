@@ -38,14 +38,20 @@ def frame(index: int) -> np.ndarray:
     return out
 
 
-def make_fake_wlasl(folder: Path, data_root: Path) -> tuple[Path, list[wlasl.WlaslInstance]]:
-    """Write the metadata JSON (returned) and the downloaded videos under ``data_root``."""
+def make_fake_wlasl(folder: Path, data_root: Path, *, url_base: str | None = None) -> tuple[Path, list[wlasl.WlaslInstance]]:
+    """Write the metadata JSON (returned) and the videos as if downloaded under ``data_root``.
+
+    With ``url_base`` the URLs point there (``<url_base>/<video_id>.mp4``) and the videos
+    go to ``folder/served/`` instead, for a local server to hand to the downloader.
+    """
     real = {inst.video_id: inst for inst in wlasl.load_wlasl() if inst.video_id in LAYOUT}
     instances = []
-    videos = data_root / "wlasl" / "videos"
+    videos = folder / "served" if url_base else data_root / "wlasl" / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     for video_id, (frames, start, end) in LAYOUT.items():
         inst = dataclasses.replace(real[video_id], frame_start=start, frame_end=end, bbox=BBOX)
+        if url_base:
+            inst = dataclasses.replace(inst, url=f"{url_base}/{inst.filename}")
         instances.append(inst)
         if frames is not None:
             write_video(videos / inst.filename, [frame(i) for i in range(frames)], fps=25, gop=4)

@@ -1,0 +1,65 @@
+"""`python -m training.curate`: help with runnable examples, and a real build in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from curation_data import EXPECTED, make_fake_wlasl
+from training import curate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "training.curate", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=120)
+
+
+def test_help_shows_runnable_examples():
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("ingest", "download", "build", "stats", "export"):
+        assert f"python -m training.curate {command}" in result.stdout
+    # Every example parses with the real parser (so none of them is stale).
+    for line in curate.EXAMPLES.strip().splitlines():
+        argv = line.split("python -m training.curate", 1)[1].split()
+        curate._parser().parse_args(argv)
+
+
+def test_build_in_a_subprocess_then_stats_and_export(tmp_path, capsys):
+    data = tmp_path / "data"
+    metadata, _ = make_fake_wlasl(tmp_path, data)
+    common = ["--data", str(data), "--metadata", str(metadata), "--subset", "WLASL100"]
+    build = run("build", *common, "--name", "cli", "--frames", "4")
+    assert build.returncode == 0, build.stderr
+    assert "4 clips written" in build.stdout and "skipped wlasl:65539" in build.stdout
+    folder = data / "datasets" / "cli"
+    rows = [json.loads(line) for line in (folder / "dataset.jsonl").read_text().splitlines()]
+    assert {row["video_id"] for row in rows} == set(EXPECTED)
+    assert json.loads((folder / "config.json").read_text())["dataset"]["frames_per_clip"] == 4
+
+    # The other commands in-process: a subprocess each would mostly time `import torch`.
+    assert curate.main(["ingest", *common]) == 0
+    assert "6 WLASL clips (5 downloaded, 0 excluded)" in capsys.readouterr().out
+    assert curate.main(["stats", "cli", "--data", str(data), "--png", str(tmp_path / "s.png")]) == 0
+    assert "4 clips, 3 glosses" in capsys.readouterr().out
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    assert curate.main(["build", "--data", str(data), "--config", str(folder / "config.json"), "--name", "again"]) == 0
+    assert "4 from the cache" in capsys.readouterr().out  # the resolved config rebuilds the same clips
+    assert curate.main(["export", "cli", "--data", str(data)]) == 0
+    assert capsys.readouterr().out.strip() == str(data / "exports" / "cli.zip")
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    assert curate.main(["build", "--data", str(tmp_path), "--subset", "WLASL100", "--name", "../escape"]) == 2
+    assert capsys.readouterr().err.startswith("error: Invalid dataset config values {'name'")
+    assert curate.main(["stats", "missing", "--data", str(tmp_path)]) == 2
+    assert "No dataset at" in capsys.readouterr().err
+    bad = tmp_path / "bad.yml"
+    bad.write_text("nmae: x\n")
+    assert curate.main(["ingest", "--config", str(bad), "--data", str(tmp_path)]) == 2
+    assert "unknown key(s) nmae" in capsys.readouterr().err

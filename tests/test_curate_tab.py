@@ -1,0 +1,222 @@
+"""The Curate tab's event functions, called directly, and a few through a launched app."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import av
+import gradio as gr
+import pytest
+
+from curation_data import EXPECTED, frame, make_fake_wlasl
+from media import read_index, write_video
+from training import download, userdata
+from training.dataset import DatasetConfig, DatasetError
+from training.userdata import UserDataError
+from webapp.curate_tab import Curator, _user_errors, build_curate_tab
+
+FAST = download.DownloadConfig(workers=2, per_host=2, timeout_s=2.0, retries=0, manifest_interval_s=0.0)
+SELECTION = ("assets/glossaries/asl_core_320.txt", "WLASL100", [], "official", ["accepted"])
+
+
+@pytest.fixture(scope="module")
+def engine_config():
+    from engine.config import load_config
+
+    return load_config(env={})
+
+
+@pytest.fixture
+def curator(tmp_path, engine_config):
+    metadata, _ = make_fake_wlasl(tmp_path, tmp_path / "data")
+    base = DatasetConfig(name="small", metadata=str(metadata), subset="WLASL100")
+    return Curator(tmp_path / "data", base=base, engine_config=engine_config, download_config=FAST)
+
+
+def refs(rows):
+    return [row[0] for row in rows]
+
+
+def wait_for(curator, timeout=30.0):
+    state = curator.job.wait(timeout)
+    assert not state.running, curator.job_status()
+    return state
+
+
+def test_stats_and_browse(curator):
+    summary, plot, table, *dropdowns = curator.stats(*SELECTION)
+    assert "**6 clips** selected for **3 glosses** (5 downloaded, 1 to download)" in summary
+    assert open(plot, "rb").read(4) == b"\x89PNG"
+    assert {row[0]: row[4] for row in table} == {"book": 2, "drink": 2, "computer": 2}
+    assert "book" in dropdowns[0].constructor_args["choices"]
+    rows = curator.clips(" Book ", *SELECTION)  # search is case-insensitive
+    assert refs(rows) == ["wlasl:69241", "wlasl:65225"]
+    assert rows[0][1:7] == ["book", "included", "aslbrick", "118", "train", "downloaded"]
+    with pytest.raises(DatasetError, match="Type or choose a gloss"):
+        curator.clips("", *SELECTION)
+
+
+def test_preview_shows_the_clip_as_built(curator):
+    path, about = curator.preview("wlasl:65225")
+    with av.open(path) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert [read_index(f) for f in frames] == EXPECTED["65225"] and frames[0].shape == (64, 64, 3)
+    assert "frames 3..9" in about
+    assert curator.preview("wlasl:68028") == (None, "WLASL 68028 is not downloaded yet: start a download to see it.")
+
+
+def test_edits_survive_a_restart_and_the_review_queue(curator, tmp_path, engine_config):
+    recording = write_video(tmp_path / "rec.mp4", [frame(i) for i in range(6)])
+    corrected = userdata.add_clip(curator.data_root, recording, "drink", source="upload", predicted="book",
+                                  confidence=0.3)  # what "Correct this" in Upload/Live does
+    assert refs(curator.pending(*SELECTION)) == [f"user:{corrected.id}"]
+    assert "the model had said book (30%)" in curator.preview(f"user:{corrected.id}")[1]
+    assert "Added user:" in curator.add(str(recording), "computer")
+    assert "**drink**" in curator.relabel("wlasl:69241", "drink")
+    assert "not in this glossary" in curator.relabel(f"user:{corrected.id}", "zebra", SELECTION[0])
+    curator.set_status("wlasl:65225", "excluded")
+    curator.set_status(f"user:{corrected.id}", "accepted")
+
+    restarted = Curator(curator.data_root, base=curator.base, engine_config=engine_config)
+    drink = {row[0]: row for row in restarted.clips("drink", *SELECTION)}
+    assert drink["wlasl:69241"][7] == "relabelled from book"
+    assert restarted.clips("zebra", *SELECTION)[0][2] == "accepted"
+    book = {row[0]: row for row in restarted.clips("book", *SELECTION)}
+    assert book["wlasl:65225"][2] == "excluded"
+    computer = [row for row in restarted.clips("computer", *SELECTION) if row[0].startswith("user:")]
+    assert computer[0][2:4] == ["accepted", "user (curate)"]
+    restarted.set_status("wlasl:65225", "restored")
+    restarted.set_status(f"user:{corrected.id}", "restored")
+    assert {row[0]: row[2] for row in restarted.clips("book", *SELECTION)}["wlasl:65225"] == "included"
+    assert refs(restarted.pending(*SELECTION)) == [f"user:{corrected.id}"]
+    with pytest.raises(UserDataError, match="accept is for your own clips"):
+        restarted.set_status("wlasl:65225", "accepted")
+
+
+def test_paths_and_ids_cannot_leave_the_data_root(curator):
+    for ref in ("wlasl:../../etc/passwd", "user:../manifest", "wlasl:/etc/passwd", "file:/etc/passwd", "", None):
+        with pytest.raises(UserDataError):
+            curator.preview(ref)
+    with pytest.raises(UserDataError):
+        curator.relabel("wlasl:..\\x", "book")
+    with pytest.raises(DatasetError, match="listed glossaries"):
+        curator.config("/etc/passwd", *SELECTION[1:])
+    for name in ("../x", "/tmp/x", ".hidden"):
+        with pytest.raises(DatasetError):
+            curator.export(name)
+        with pytest.raises(DatasetError):
+            curator.start_build(name, *SELECTION)
+    with pytest.raises(gr.Error, match="Choose a clip in the table first"):
+        _user_errors(curator.preview)("nonsense")
+
+
+def test_build_in_the_background_then_export(curator):
+    message = curator.start_build("from-tab", *SELECTION)
+    assert message == "Build of dataset from-tab started."
+    with pytest.raises(Exception, match="still running"):
+        curator.start_build("again", *SELECTION)
+    assert wait_for(curator).state == "done"
+    assert "**build: done** — 5/5 clips (100%)" in curator.job_status()
+    assert "4 clips written" in curator.job_status()
+    assert curator.datasets().constructor_args["choices"] == ["from-tab"]
+    archive = zipfile.ZipFile(curator.export("from-tab"))
+    assert "from-tab/dataset.jsonl" in archive.namelist()
+
+
+class SlowServer:
+    """Serves the files of a folder in small pieces, ``delay`` seconds apart (0 = at once)."""
+
+    def __init__(self, folder, delay=0.0):
+        self.delay = delay
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path = folder / self.path.lstrip("/")
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                body = path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    for i in range(0, len(body), 512):
+                        self.wfile.write(body[i:i + 512])
+                        time.sleep(server.delay)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def served(tmp_path, engine_config):
+    """A curator whose WLASL URLs point at a local server holding the clips."""
+    (tmp_path / "served").mkdir()
+    server = SlowServer(tmp_path / "served")
+    metadata, _ = make_fake_wlasl(tmp_path, tmp_path / "data", url_base=server.url)
+    base = DatasetConfig(name="small", metadata=str(metadata), subset="WLASL100")
+    yield Curator(tmp_path / "data", base=base, engine_config=engine_config, download_config=FAST), server
+    server.close()
+
+
+def test_download_runs_in_the_background(served):
+    curator, _ = served
+    started = time.monotonic()
+    assert curator.start_download(*SELECTION) == "Download of 6 clips started."
+    assert time.monotonic() - started < 1.0  # returns at once: the server is not blocked
+    assert wait_for(curator).state == "done"
+    videos = curator.data_root / "wlasl" / "videos"
+    assert sorted(p.name for p in videos.glob("*.mp4")) == sorted(f"{v}.mp4" for v in [*EXPECTED, "65539"])
+    assert (curator.data_root / "wlasl" / "manifest.jsonl").is_file()
+    status = curator.job_status()
+    assert "**download: done** — 6/6" in status and "failed" in status  # 68028 is not on the server
+
+
+def test_download_can_be_stopped(served):
+    curator, server = served
+    server.delay = 0.05
+    curator.start_download(*SELECTION)
+    time.sleep(0.3)
+    assert curator.stop() == "Stopping..."
+    state = wait_for(curator, timeout=20)
+    assert state.state == "stopped" and state.done < 6
+    assert curator.stop() == "Nothing is running."
+    assert not list((curator.data_root / "wlasl" / "videos").glob("*.mp4.part.mp4"))
+
+
+def test_tab_in_a_launched_app(curator, monkeypatch):
+    from gradio_client import Client
+
+    with gr.Blocks() as app:
+        with gr.Tab("Curate"):
+            tab = build_curate_tab(SimpleNamespace(config=curator.engine_config), curator.data_root, base=curator.base)
+    app.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(app.local_url, verbose=False)
+        summary, *_ = client.predict(*SELECTION, api_name="/curate_stats")
+        assert "**6 clips** selected" in summary
+        table = client.predict("computer", *SELECTION, api_name="/curate_clips")
+        assert [row[0] for row in table["data"]] == ["wlasl:12306", "wlasl:68028"]
+        assert client.predict("wlasl:12306", api_name="/curate_exclude") == "wlasl:12306 excluded."
+        assert tab.clips("computer", *SELECTION)[0][2] == "excluded"
+        with pytest.raises(Exception, match="That clip id is not valid"):
+            client.predict("wlasl:../../etc/passwd", api_name="/curate_exclude")
+        assert "No download or build" in client.predict(api_name="/curate_job_status")
+    finally:
+        app.close()

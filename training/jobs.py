@@ -1,0 +1,109 @@
+"""One long task at a time (a download, a build) in a background thread, with a stop flag.
+
+The web app must keep serving while a download runs for an hour, and any page must be
+able to see its progress and stop it; so the task runs in a thread, reports
+``(done, total)`` through a callback, and checks a ``threading.Event`` that ``stop``
+sets. The UI only ever reads ``snapshot()``. No gradio here: the CLI could use it too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+Task = Callable[[Callable[[int, int], None], threading.Event], str]
+
+
+class JobBusy(RuntimeError):
+    """A task is already running; one at a time keeps the disk and the sites sane."""
+
+
+@dataclass(frozen=True)
+class JobState:
+    name: str  # "" before the first task
+    # "idle" | "running" | "stopping" | "done" | "stopped" | "failed"
+    state: str
+    done: int
+    total: int
+    elapsed_s: float
+    # The task's summary when it ended, or why it failed.
+    message: str
+    log: tuple[str, ...]
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("running", "stopping")
+
+
+class BackgroundJob:
+    def __init__(self, *, expected_errors: tuple[type[BaseException], ...] = ()) -> None:
+        # Exceptions whose message is a sentence for the user; anything else is logged in full.
+        self._expected = expected_errors
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._name, self._state, self._message = "", "idle", ""
+        self._done = self._total = 0
+        self._started = self._finished = 0.0
+        self._log: deque[str] = deque(maxlen=50)
+
+    def start(self, name: str, task: Task) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                raise JobBusy(f"A {self._name} is still running; stop it or wait for it to finish.")
+            self._cancel = threading.Event()
+            self._name, self._state, self._message = name, "running", ""
+            self._done = self._total = 0
+            self._started, self._finished = time.monotonic(), 0.0
+            self._log.clear()
+            self._note(f"{name} started")
+            self._thread = threading.Thread(target=self._run, args=(task, self._cancel), name=f"job-{name}", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> bool:
+        """Ask the running task to stop; False when nothing runs."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                return False
+            self._cancel.set()
+            self._state = "stopping"
+            self._note(f"{self._name}: stopping...")
+            return True
+
+    def wait(self, timeout: float | None = None) -> JobState:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self.snapshot()
+
+    def snapshot(self) -> JobState:
+        with self._lock:
+            end = self._finished or time.monotonic()
+            return JobState(self._name, self._state, self._done, self._total,
+                            end - self._started if self._started else 0.0, self._message, tuple(self._log))
+
+    def _progress(self, done: int, total: int) -> None:
+        with self._lock:
+            self._done, self._total = done, total
+
+    def _note(self, line: str) -> None:
+        self._log.append(time.strftime("%H:%M:%S ") + line)
+
+    def _run(self, task: Task, cancel: threading.Event) -> None:
+        try:
+            message = task(self._progress, cancel)
+            state = "stopped" if cancel.is_set() else "done"
+        except self._expected as exc:
+            message, state = str(exc), "stopped" if cancel.is_set() else "failed"
+        except Exception as exc:  # a bug: keep the thread's death visible in the log and the UI
+            log.exception("background %s failed", self._name)
+            message, state = f"{type(exc).__name__}: {exc}", "failed"
+        with self._lock:
+            self._state, self._message, self._finished = state, message, time.monotonic()
+            self._note(f"{self._name} {state}")
