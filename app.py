@@ -1,8 +1,8 @@
-"""Start SignLens: `python app.py [--host 0.0.0.0] [--port 7860]`.
+"""Start SignLens: `python app.py [--host 0.0.0.0] [--port 7860] [--max-file-mb 200]`.
 
 The page is served at once; the model loads in the background and the status panel
-says when it is ready (or why it failed). Settings: assets/config/engine.yml and the
-SIGNLENS_* environment variables (see README).
+says when it is ready (or why it failed). Settings: assets/config/engine.yml,
+assets/config/live.yml and the SIGNLENS_* environment variables (see README).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 
+# Before gradio is imported: no usage statistics leave the machine unless asked for.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
@@ -19,14 +20,24 @@ def main() -> None:
     parser.add_argument("--host", default=os.environ.get("SIGNLENS_HOST", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")))
     parser.add_argument("--port", type=int, default=int(os.environ.get("SIGNLENS_PORT", os.environ.get("GRADIO_SERVER_PORT", "7860"))))
     parser.add_argument("--config", default=None, help="engine YAML (default: assets/config/engine.yml)")
+    parser.add_argument("--live-config", default=None, help="live YAML (default: assets/config/live.yml)")
+    parser.add_argument("--max-file-mb", type=float, default=None, help="largest upload in MB (default: limits.max_file_mb)")
+    parser.add_argument("--data", default=None, help="user data folder (default: $SIGNLENS_DATA or data/)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from engine import load_engine
-    from webapp.app import build_app
+    from pathlib import Path
 
-    engine = load_engine(args.config, background=True)
-    build_app(engine).queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port)
+    from engine import load_engine
+    from engine.segmentation import load_live_config
+    from training.userdata import default_data_root
+    from webapp.app import build_app, serve
+
+    overrides = {"limits": {"max_file_mb": args.max_file_mb}} if args.max_file_mb else None
+    engine = load_engine(args.config, background=True, overrides=overrides)
+    data_root = Path(args.data).resolve() if args.data else default_data_root()
+    app = build_app(engine, data_root=data_root, live_config=load_live_config(args.live_config))
+    serve(app, engine, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -56,8 +56,16 @@ class LiveEntry:
 class LiveRecognizer:
     """Segment a stream of frames and recognize each finished sign in the background."""
 
-    def __init__(self, engine: "Engine", config: LiveConfig | None = None, *, thumbnail_width: int = 160):
+    def __init__(
+        self,
+        engine: "Engine",
+        config: LiveConfig | None = None,
+        *,
+        thumbnail_width: int = 160,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.engine = engine
+        self._clock = clock  # when frames arrive; tests pass a fake one
         self.config = config or LiveConfig()
         self.segmenter = Segmenter(self.config.segmenter)
         self._thumbnail_width = thumbnail_width
@@ -77,7 +85,7 @@ class LiveRecognizer:
     def feed(self, frame: np.ndarray, t: float | None = None) -> bool:
         """One camera frame (RGB, as the camera sees the signer). True if a sign was just sent off."""
         with self._feed_lock:
-            segment = self.segmenter.feed(frame, t)
+            segment = self.segmenter.feed(frame, self._clock() if t is None else t)
         return segment is not None and self._submit(segment)
 
     def flush(self) -> bool:
@@ -126,7 +134,7 @@ class LiveRecognizer:
             self.version += 1
 
     def _thumbnail(self, frame: np.ndarray) -> np.ndarray:
-        step = max(1, frame.shape[1] // self._thumbnail_width)
+        step = max(1, -(-frame.shape[1] // self._thumbnail_width))  # ceil: never wider
         return np.ascontiguousarray(frame[::step, ::step])
 
     # ------------------------------------------------------------------ user edits

@@ -1,0 +1,208 @@
+"""The web app's event functions, called directly (no server): Upload, Live, API."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from engine import Engine
+from engine.segmentation import LiveConfig
+from media import write_video
+from training.userdata import read_clips
+from webapp.app import build_app
+from webapp.live import LiveSession
+from webapp.samples import signer_frames
+
+FPS = 10
+
+
+def event(app: gr.Blocks, api_name: str):
+    """The Python function behind the event with this api_name."""
+    return next(f.fn for f in app.fns.values() if f.api_name == api_name)
+
+
+@pytest.fixture(scope="module")
+def app(tiny_engine, tmp_path_factory):
+    data_root = tmp_path_factory.mktemp("data")
+    return build_app(tiny_engine, data_root=data_root), data_root
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    good = write_video(folder / "sign.mp4", signer_frames(still_s=0.5, move_s=1.0), fps=FPS)
+    text = folder / "notes.mp4"
+    text.write_text("this is not a video\n")
+    return good, text
+
+
+def test_every_event_is_named_and_only_the_api_is_public(app):
+    blocks, _ = app
+    names = {f.api_name: f.api_visibility for f in blocks.fns.values()}
+    assert all(names), names
+    public = {name for name, visibility in names.items() if visibility == "public"}
+    assert public == {"recognize", "recognize_batch", "sentence", "model_info"}
+
+
+def test_upload_one_clip_shows_top5_frames_and_timings(app, clips, tiny_engine):
+    blocks, _ = app
+    entries, label, gallery, timings, gloss, table, which, saved = event(blocks, "upload_recognize")([str(clips[0])], 0, 0)
+    expected = tiny_engine.recognize(clips[0])
+    assert list(label) == [p.gloss for p in expected.top] and len(label) == 5
+    assert gloss == expected.top[0].gloss
+    assert len(gallery) == tiny_engine.config.video.frames_per_clip and gallery[0].shape[1] <= 224
+    assert "decode" in timings and "model" in timings
+    assert table.visible is False and which.choices[0][0] == "sign.mp4"
+
+
+def test_upload_trims_by_seconds(app, clips):
+    blocks, _ = app
+    entries, *_ = event(blocks, "upload_recognize")([str(clips[0])], 0.5, 1.0)
+    frames = entries[0]["timings"].split("frames sampled: ")[1].split(" of ")[0]
+    assert all(5 <= int(i) <= 9 for i in frames.split(", "))  # frames 6..10 (1-based) at 10 fps
+
+
+def test_upload_many_keeps_going_and_a_single_bad_file_is_one_sentence(app, clips):
+    blocks, _ = app
+    recognize = event(blocks, "upload_recognize")
+    entries, label, *_, table, which, saved = recognize([str(clips[0]), str(clips[1])], 0, 0)
+    assert table.visible is True
+    rows = table.value["data"]
+    assert rows[0][0] == "sign.mp4" and rows[0][1] and not rows[0][-1]
+    assert rows[1][0] == "notes.mp4" and rows[1][-1] == "The file notes.mp4 is not a video we can read."
+    with pytest.raises(gr.Error, match="The file notes.mp4 is not a video we can read."):
+        recognize([str(clips[1])], 0, 0)
+    with pytest.raises(gr.Error, match="Drop a clip"):
+        recognize([], 0, 0)
+
+
+def test_correct_this_saves_the_clip_with_a_manifest_line(app, clips):
+    blocks, data_root = app
+    entries, *_ = event(blocks, "upload_recognize")([str(clips[0])], 0, 0)
+    message = event(blocks, "upload_correct")(entries, "sign.mp4", "hello")
+    assert "hello" in message
+    [record] = [c for c in read_clips(data_root) if c.gloss == "hello"]
+    assert record.source == "upload" and record.predicted == entries[0]["top"][0][0]
+    assert (data_root / record.clip).read_bytes() == clips[0].read_bytes()
+    line = (data_root / "user" / "manifest.jsonl").read_text().splitlines()[-1]
+    assert json.loads(line)["gloss"] == "hello"
+    with pytest.raises(gr.Error, match="Choose the gloss"):
+        event(blocks, "upload_correct")(entries, "sign.mp4", "")
+    with pytest.raises(gr.Error, match="Recognize a clip first"):
+        event(blocks, "upload_correct")([], None, "hello")
+
+
+class RecordingEngine:
+    """The tiny engine, recording what recognize() was given, optionally held at a gate."""
+
+    def __init__(self, engine: Engine, gate: threading.Event | None = None):
+        self._engine, self.gate, self.seen = engine, gate, []
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def recognize(self, source, **kwargs):
+        self.seen.append(source)
+        if self.gate is not None:
+            self.gate.wait(10)
+        return self._engine.recognize(source, **kwargs)
+
+
+def test_live_unmirrors_frames_and_never_waits_for_the_model(tiny_engine, tmp_path):
+    gate = threading.Event()
+    engine = RecordingEngine(tiny_engine, gate)
+    blocks = build_app(engine, data_root=tmp_path, live_config=LiveConfig())
+    on_frame, poll = event(blocks, "live_frame"), event(blocks, "live_poll")
+    camera = signer_frames(still_s=1.0, move_s=1.2, width=640, height=480)
+    assert on_frame(None, None)[0] is not None  # a missing frame is skipped, not an error
+    first = on_frame(None, camera[0])[0]  # the first frame creates the session's state
+    assert isinstance(first, LiveSession)
+    first.close()
+    clock = iter(np.arange(0, 100, 1 / FPS))  # frames arriving at 10 fps, however fast the test runs
+    session, costs = LiveSession(engine, LiveConfig(), clock=lambda: float(next(clock))), []
+    for frame in camera:
+        browser_frame = np.ascontiguousarray(frame[:, ::-1])  # Gradio mirrors what it sends
+        started = time.perf_counter()
+        outputs = on_frame(session, browser_frame)
+        costs.append(time.perf_counter() - started)
+    assert isinstance(session, LiveSession)
+    assert len(engine.seen) == 1 and session.recognizer.pending == 1  # held at the gate
+    assert max(costs) < 0.05, f"a frame took {max(costs) * 1000:.0f} ms"
+    # The model got the camera's view (the moving hand on the image's left), not the mirror's.
+    seen = engine.seen[0]
+    assert any(any(np.array_equal(s, c) for c in camera) for s in seen)
+    assert not any(np.array_equal(s, c[:, ::-1]) for s in seen for c in camera)
+    timer = poll(session)[-1]
+    assert timer.__class__.__name__ in ("dict", "Timer")  # nothing to draw yet beyond the status
+    gate.set()
+    deadline = time.monotonic() + 20
+    while session.recognizer.pending and time.monotonic() < deadline:
+        time.sleep(0.02)
+    status, transcript, top5, seen_gallery, latency, fix_entry, fix_guess, timer = poll(session)
+    assert len(transcript) == 1 and "%" in transcript[0][0]
+    assert len(top5) == 5 and len(seen_gallery) == tiny_engine.config.video.frames_per_clip
+    assert "from the end of the sign" in latency
+    assert timer.active is False
+    # Nothing changed: the next poll redraws nothing.
+    assert all(isinstance(v, dict) and v.get("__type__") == "update" for v in poll(session))
+
+
+def test_live_pick_another_guess_sentence_and_clear(tiny_engine, tmp_path):
+    blocks = build_app(tiny_engine, data_root=tmp_path, live_config=LiveConfig(uncertain_below=1.0))
+    session = LiveSession(tiny_engine, LiveConfig(uncertain_below=1.0))
+    for i, frame in enumerate(signer_frames(still_s=1.0, move_s=1.2)):
+        session.recognizer.feed(frame, i / FPS)
+    deadline = time.monotonic() + 20
+    while session.recognizer.pending and time.monotonic() < deadline:
+        time.sleep(0.02)
+    outputs = event(blocks, "live_poll")(session)
+    fix_entry, fix_guess = outputs[5], outputs[6]
+    assert fix_entry.value == 0 and len(fix_guess.choices) == 3  # uncertain: three guesses offered
+    second = fix_guess.choices[1][1]
+    transcript = event(blocks, "live_pick")(session, 0, second)
+    assert transcript[0][0].startswith(second.upper()) and transcript[0][1] == "sure"
+    assert isinstance(event(blocks, "live_sentence")(session), str)
+    outputs = event(blocks, "live_clear")(session)
+    assert outputs[1] == [] and outputs[-1] == ""
+    with pytest.raises(gr.Error, match="no signs"):
+        event(blocks, "live_sentence")(session)
+    with pytest.raises(gr.Error, match="no signs"):
+        event(blocks, "live_sentence")(None)
+    session.close()
+
+
+def test_api_functions_return_json_and_plain_errors(app, clips):
+    blocks, _ = app
+    result = event(blocks, "recognize")(str(clips[0]), 0, 0)
+    assert set(result) >= {"gloss", "confidence", "top5", "latency_ms", "timings", "frames"}
+    assert result["gloss"] == result["top5"][0]["gloss"] and len(result["top5"]) == 5
+    batch = event(blocks, "recognize_batch")([str(clips[0]), str(clips[1])], 0, 0)
+    assert batch[0]["gloss"] and batch[1] == {"file": "notes.mp4", "error": "The file notes.mp4 is not a video we can read."}
+    with pytest.raises(gr.Error, match="not a video"):
+        event(blocks, "recognize")(str(clips[1]), 0, 0)
+    assert event(blocks, "model_info")()["state"] == "ready"
+    assert isinstance(event(blocks, "sentence")("I, WANT DRINK"), str)
+
+
+def test_calls_while_the_model_loads_say_so(tiny_model_dir, tmp_path, clips, monkeypatch):
+    import engine.core
+
+    release = threading.Event()
+    real_load = engine.core.load_model
+    monkeypatch.setattr(engine.core, "load_model", lambda *a, **k: (release.wait(20), real_load(*a, **k))[1])
+    loading = Engine(tiny_config(tiny_model_dir)).start(background=True)
+    blocks = build_app(loading, data_root=tmp_path)
+    for name, args in [("recognize", (str(clips[0]), 0, 0)), ("upload_recognize", ([str(clips[0])], 0, 0)), ("sentence", ("HELLO",))]:
+        with pytest.raises(gr.Error, match="The model is still loading; try again in a moment."):
+            event(blocks, name)(*args)
+    assert event(blocks, "model_info")()["state"] == "loading"
+    release.set()
+    assert loading.wait(30).state == "ready"
+    assert event(blocks, "recognize")(str(clips[0]), 0, 0)["gloss"]
+    loading.close()

@@ -1,0 +1,74 @@
+"""The public API: clean JSON endpoints over the engine, for `gradio_client` and curl.
+
+The tabs' own events return UI widgets and are private; these endpoints have their
+own invisible input components, exist only on the API page (`gr.on` with no triggers),
+and return plain JSON:
+
+    /recognize        one clip (+ trim seconds)  -> {gloss, confidence, top5, latency_ms, ...}
+    /recognize_batch  many clips                 -> [one of the above, or {file, error}]
+    /sentence         glosses ("I WANT DRINK")   -> an English sentence
+    /model_info       nothing                    -> model status: device, dtype, state, ...
+
+Errors of one clip in `/recognize` come back as the error sentence (`AppError` in
+gradio_client); `/recognize_batch` keeps going and puts it in that file's entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+import gradio as gr
+
+from engine import Engine, ModelNotReadyError, SignLensError
+from webapp.common import MODEL_CONCURRENCY, MODEL_GROUP, file_name, recognize_file, result_json, user_errors
+
+
+def build_api(engine: Engine) -> None:
+    """Add the API endpoints; call inside the app's `gr.Blocks`."""
+    with gr.Column(visible=False):
+        clip = gr.File(label="clip", type="filepath")
+        clips = gr.File(label="clips", file_count="multiple", type="filepath")
+        start_s = gr.Number(label="start_s", value=0)
+        end_s = gr.Number(label="end_s", value=0)
+        glosses = gr.Textbox(label="glosses")
+        answer = gr.JSON(label="result")
+        text = gr.Textbox(label="sentence")
+
+    @user_errors
+    def recognize(clip: str | None, start_s: float | None = 0, end_s: float | None = 0) -> dict[str, Any]:
+        """Recognize the sign in one clip or image; optional trim in seconds (0 = whole clip)."""
+        if not clip:
+            raise SignLensError("Send a clip or an image to recognize.")
+        result, wall_ms = recognize_file(engine, clip, start_s, end_s)
+        return result_json(result, file_name(clip), wall_ms)
+
+    @user_errors
+    def recognize_batch(clips: list[str] | None, start_s: float | None = 0, end_s: float | None = 0) -> list[dict[str, Any]]:
+        """Recognize each clip; a bad one gets {"file", "error"} and the others go on."""
+        out = []
+        for path in clips or []:
+            try:
+                result, wall_ms = recognize_file(engine, path, start_s, end_s)
+                out.append(result_json(result, file_name(path), wall_ms))
+            except ModelNotReadyError:
+                raise
+            except SignLensError as exc:
+                out.append({"file": file_name(path), "error": str(exc)})
+        return out
+
+    @user_errors
+    def sentence(glosses: str) -> str:
+        """Turn glosses in signing order (separated by spaces or commas) into English."""
+        return engine.sentence([g for g in re.split(r"[\s,]+", glosses or "") if g])
+
+    def model_info() -> dict[str, Any]:
+        """Model status: state (loading/ready/failed), device, dtype, quantization, memory, vocabulary, adapter."""
+        return dataclasses.asdict(engine.status())
+
+    model = dict(concurrency_id=MODEL_GROUP, concurrency_limit=MODEL_CONCURRENCY)
+    gr.on([], recognize, inputs=[clip, start_s, end_s], outputs=answer, api_name="recognize", **model)
+    gr.on([], recognize_batch, inputs=[clips, start_s, end_s], outputs=answer, api_name="recognize_batch", **model)
+    gr.on([], sentence, inputs=[glosses], outputs=text, api_name="sentence", **model)
+    gr.on([], model_info, inputs=None, outputs=answer, api_name="model_info", queue=False)

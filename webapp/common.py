@@ -1,0 +1,98 @@
+"""What the tabs and the API share: engine calls, error sentences, result formatting."""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import gradio as gr
+import numpy as np
+
+from engine import Engine, RecognitionResult, SignLensError
+from engine.core import Prediction
+from engine.trim import frame_span
+from training.userdata import UserDataError
+
+# Every event that runs the model joins this queue group. Two at a time: one request can
+# decode and preprocess while another holds the engine's lock for its forward pass; more
+# would only queue inside the engine instead of in Gradio's fair, visible queue.
+MODEL_GROUP = "model"
+MODEL_CONCURRENCY = 2
+
+# Thumbnails of the sampled frames: big enough to see a hand shape, small enough that
+# eight of them encode in a few milliseconds.
+THUMBNAIL_WIDTH = 224
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn the engine's and the data store's one-sentence errors into `gr.Error`.
+
+    Anything else is a bug: Gradio logs it and shows a generic "Error" (show_error is off),
+    so no traceback ever reaches the page.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (SignLensError, UserDataError) as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+
+    return wrapper
+
+
+def recognize_file(engine: Engine, path: str | Path, start_s: float | None = None, end_s: float | None = None) -> tuple[RecognitionResult, float]:
+    """Recognize one uploaded file, trimmed in seconds; returns the result and wall time in ms."""
+    started = time.perf_counter()
+    frame_start, frame_end = frame_span(path, start_s, end_s)
+    result = engine.recognize(path, frame_start=frame_start, frame_end=frame_end)
+    return result, (time.perf_counter() - started) * 1000
+
+
+def label_value(top: Sequence[Prediction]) -> dict[str, float]:
+    """The value of a `gr.Label`: gloss -> probability, best first."""
+    return {p.gloss: round(p.probability, 4) for p in top}
+
+
+def thumbnails(frames: Sequence[np.ndarray], width: int = THUMBNAIL_WIDTH) -> list[np.ndarray]:
+    """Every frame subsampled to at most `width` pixels wide (display only)."""
+    out = []
+    for frame in frames:
+        step = max(1, -(-frame.shape[1] // width))  # ceil: never wider than `width`
+        out.append(np.ascontiguousarray(frame[::step, ::step]))
+    return out
+
+
+def timings_markdown(result: RecognitionResult, wall_ms: float) -> str:
+    t = result.timings
+    return (
+        f"**{wall_ms:.0f} ms** in all — decode {t.decode_ms:.0f} ms · preprocess {t.preprocess_ms:.0f} ms · "
+        f"model {t.model_ms:.0f} ms  \nframes sampled: {', '.join(str(i) for i in result.clip.indices)} "
+        f"of {result.clip.total_frames}"
+    )
+
+
+def result_json(result: RecognitionResult, name: str, wall_ms: float) -> dict[str, Any]:
+    """What `/recognize` returns for one clip."""
+    best = result.top[0]
+    return {
+        "file": name,
+        "gloss": best.gloss,
+        "confidence": round(best.probability, 4),
+        "top5": [{"gloss": p.gloss, "confidence": round(p.probability, 4)} for p in result.top[:5]],
+        "text": result.text,
+        "mode": result.mode,
+        "latency_ms": round(wall_ms, 1),
+        "timings": {
+            "decode_ms": round(result.timings.decode_ms, 1),
+            "preprocess_ms": round(result.timings.preprocess_ms, 1),
+            "model_ms": round(result.timings.model_ms, 1),
+        },
+        "frames": list(result.clip.indices),
+    }
+
+
+def file_name(path: str | Path) -> str:
+    return Path(path).name

@@ -1,0 +1,235 @@
+"""The Live tab: sign to the webcam, get a running transcript of glosses.
+
+Every webcam frame goes to `on_frame`, which only feeds the session's
+`engine.live.LiveRecognizer` (motion segmentation, ~0.2 ms) and returns at once; a
+finished sign is recognized on the session's own worker thread, and the result is drawn
+by the next frame's call (or by a timer once the camera stops). Nothing is redrawn while
+nothing changed: every output is `gr.skip()` then, so a frame costs the server almost
+nothing beyond Gradio's own JPEG decoding.
+
+Mirroring. The preview is mirrored (`WebcamOptions(mirror=True)`), as in every video-call
+app, so signers see themselves as in a mirror. Gradio 6.31 also flips the frames it
+sends: its webcam draws the video onto a canvas with `scale(-1, 1)` before making the
+JPEG (measured, see /work/shared/FACTS.md; the frontend's `mirror_webcam` branch). The
+model must see what a camera sees, as in WLASL's videos: a right-handed signer's
+dominant hand on the image's left, and "left"/"right" movements the right way round.
+So `on_frame` flips frames back with `frame[:, ::-1]`, a view that costs no copy.
+`mirror=False` would send camera frames as they are, but then the preview moves
+backwards for the signer, which makes signing to it awkward.
+
+Queueing. A webcam stream holds one slot of the "live" queue group while it runs
+(`time_limit` ends it and the page re-joins, keeping its state), so `max_sessions`
+people can sign at once. Model work from all sessions meets in the engine's lock, not in
+the stream's queue, so no frame ever waits for the model.
+
+A `None` frame (the camera not started yet, or a dropped frame) is ignored silently:
+raising would end the stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from engine import Engine, SignLensError
+from engine.live import LiveEntry, LiveRecognizer
+from engine.segmentation import LiveConfig
+from webapp.common import MODEL_CONCURRENCY, MODEL_GROUP, user_errors
+
+PREVIEW_MIRRORED = True
+LIVE_GROUP = "live"
+GUESSES = 3  # the model's guess and two alternatives offered for an uncertain sign
+
+
+class LiveSession:
+    """What one browser tab keeps in `gr.State`: its recognizer and what was drawn last."""
+
+    def __init__(self, engine: Engine, config: LiveConfig, **options: Any):
+        self.recognizer = LiveRecognizer(engine, config, **options)
+        self.drawn_version = -1
+        self.drawn_status = ""
+
+    def close(self) -> None:
+        self.recognizer.close()
+
+
+def _close_session(session: LiveSession | None) -> None:
+    if session is not None:
+        session.close()
+
+
+def build_live_tab(engine: Engine, config: LiveConfig) -> None:
+    """The tab's components and events; call inside `with gr.Tab(...)`."""
+    session = gr.State(None, delete_callback=_close_session)
+    with gr.Row():
+        with gr.Column(scale=1):
+            webcam = gr.Image(
+                label="Camera",
+                sources=["webcam"],
+                streaming=True,
+                type="numpy",
+                webcam_options=gr.WebcamOptions(
+                    mirror=PREVIEW_MIRRORED,
+                    # Gradio asks for 1920x1440 by default: 10 such JPEGs a second is
+                    # wasted upload, the segmenter and the model need far less.
+                    constraints={"video": {"width": {"ideal": config.camera_width}, "height": {"ideal": config.camera_height}}},
+                ),
+            )
+            status = gr.Markdown("Start the camera, then sign; hold still between signs.")
+        with gr.Column(scale=1):
+            transcript = gr.HighlightedText(
+                label="Transcript",
+                combine_adjacent=False,
+                show_legend=True,
+                color_map={"uncertain": "orange", "sure": "green"},
+            )
+            with gr.Row():
+                sentence_button = gr.Button("Sentence", variant="primary")
+                clear_button = gr.Button("Clear")
+            sentence = gr.Textbox(label="In English", interactive=False)
+            top5 = gr.Label(num_top_classes=5, label="Last sign: top 5")
+            with gr.Row():
+                fix_entry = gr.Dropdown(label="Uncertain sign", choices=[], interactive=True)
+                fix_guess = gr.Radio(label="Pick another guess", choices=[], interactive=True)
+    seen = gr.Gallery(label="What the model saw (last sign)", columns=8, rows=1, height=190, format="jpeg")
+    latency = gr.Markdown()
+    timer = gr.Timer(0.5, active=False)
+
+    view = [status, transcript, top5, seen, latency, fix_entry, fix_guess, timer]
+    skip_all = tuple(gr.skip() for _ in view)
+
+    def draw(live: LiveSession | None, *, force: bool = False) -> tuple:
+        """New values for `view`, or skips where nothing changed since the last draw."""
+        if live is None:
+            return skip_all
+        recognizer = live.recognizer
+        state = _status(recognizer)
+        version = recognizer.version
+        if version == live.drawn_version and not force:
+            if state == live.drawn_status:
+                return skip_all
+            live.drawn_status = state
+            return (state, *skip_all[1:-1], gr.Timer(active=recognizer.pending > 0))
+        live.drawn_version, live.drawn_status = version, state
+        entries = list(recognizer.transcript)
+        threshold = config.uncertain_below
+        last = entries[-1] if entries else None
+        uncertain = [i for i, e in enumerate(entries) if e.top[0].probability < threshold]
+        chosen = uncertain[-1] if uncertain else None
+        return (
+            state,
+            _transcript(entries, threshold),
+            {p.gloss: round(p.probability, 4) for p in last.top} if last else None,
+            list(last.thumbnails) if last else None,
+            _latency(last),
+            gr.Dropdown(choices=[(_entry_label(i, entries[i]), i) for i in uncertain], value=chosen),
+            _guesses(entries[chosen] if chosen is not None else None),
+            gr.Timer(active=recognizer.pending > 0),
+        )
+
+    def on_frame(live: LiveSession | None, frame: np.ndarray | None):
+        if frame is None:
+            return (gr.skip(), *skip_all)
+        created = live is None
+        if created:
+            live = LiveSession(engine, config)
+        live.recognizer.feed(frame[:, ::-1] if PREVIEW_MIRRORED else frame)
+        return (live if created else gr.skip(), *draw(live))
+
+    def on_tick(live: LiveSession | None):
+        return draw(live)
+
+    def show_guesses(live: LiveSession | None, index: int | None):
+        if live is None or index is None or not 0 <= index < len(live.recognizer.transcript):
+            return gr.Radio(choices=[], value=None)
+        return _guesses(live.recognizer.transcript[index])
+
+    @user_errors
+    def pick_guess(live: LiveSession | None, index: int | None, gloss: str | None):
+        if live is None or index is None or not gloss:
+            raise SignLensError("Choose an uncertain sign first, then one of its guesses.")
+        live.recognizer.choose(index, gloss)
+        return _transcript(list(live.recognizer.transcript), config.uncertain_below)
+
+    @user_errors
+    def make_sentence(live: LiveSession | None) -> str:
+        return engine.sentence(live.recognizer.glosses() if live else [])
+
+    def clear(live: LiveSession | None):
+        if live is None:
+            return (*skip_all, "")
+        live.recognizer.clear()
+        return (*draw(live, force=True), "")
+
+    webcam.stream(
+        on_frame,
+        inputs=[session, webcam],
+        outputs=[session, *view],
+        stream_every=config.stream_every,
+        time_limit=config.time_limit,
+        concurrency_id=LIVE_GROUP,
+        concurrency_limit=config.max_sessions,
+        api_name="live_frame",
+        api_visibility="private",
+        show_progress="hidden",
+    )
+    timer.tick(on_tick, inputs=[session], outputs=view, api_name="live_poll", api_visibility="private", show_progress="hidden", queue=False)
+    fix_entry.input(show_guesses, inputs=[session, fix_entry], outputs=[fix_guess], api_name="live_guesses", api_visibility="private", queue=False)
+    fix_guess.input(pick_guess, inputs=[session, fix_entry, fix_guess], outputs=[transcript], api_name="live_pick", api_visibility="private", queue=False)
+    sentence_button.click(
+        make_sentence,
+        inputs=[session],
+        outputs=[sentence],
+        api_name="live_sentence",
+        api_visibility="private",
+        concurrency_id=MODEL_GROUP,
+        concurrency_limit=MODEL_CONCURRENCY,
+    )
+    clear_button.click(clear, inputs=[session], outputs=[*view, sentence], api_name="live_clear", api_visibility="private", queue=False)
+
+
+def _status(recognizer: LiveRecognizer) -> str:
+    if recognizer.segmenter.active:
+        line = "● **signing…**"
+    else:
+        line = "○ waiting for a sign"
+    if recognizer.pending:
+        line += f" · reading {recognizer.pending} sign{'s' if recognizer.pending > 1 else ''}…"
+    if recognizer.notice:
+        line += f"  \n⚠️ {recognizer.notice}"
+    return line
+
+
+def _transcript(entries: list[LiveEntry], threshold: float) -> list[tuple[str, str | None]]:
+    """HighlightedText value: each gloss with its confidence, uncertain ones marked."""
+    out: list[tuple[str, str | None]] = []
+    for i, entry in enumerate(entries):
+        if i:
+            out.append((" ", None))
+        picked = entry.chosen > 0  # the user chose it: no longer the model's doubt
+        sure = picked or entry.confidence >= threshold
+        out.append((f"{entry.gloss.upper()} {entry.confidence:.0%}" + (" ✓" if picked else ""), "sure" if sure else "uncertain"))
+    return out
+
+
+def _entry_label(index: int, entry: LiveEntry) -> str:
+    return f"#{index + 1} {entry.gloss.upper()} ({entry.confidence:.0%})"
+
+
+def _guesses(entry: LiveEntry | None) -> Any:
+    if entry is None:
+        return gr.Radio(choices=[], value=None)
+    return gr.Radio(choices=[(f"{p.gloss} ({p.probability:.0%})", p.gloss) for p in entry.top[:GUESSES]], value=entry.gloss)
+
+
+def _latency(entry: LiveEntry | None) -> str:
+    if entry is None:
+        return ""
+    t = entry.timings
+    return (
+        f"Last sign: **{entry.latency_ms:.0f} ms** from the end of the sign to its result "
+        f"(decode {t.decode_ms:.0f} · preprocess {t.preprocess_ms:.0f} · model {t.model_ms:.0f} ms; "
+        "the rest is waiting for the model)."
+    )
