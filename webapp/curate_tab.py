@@ -274,6 +274,10 @@ def build_curate_tab(engine: Any, data_root: Path, *, base: DatasetConfig | None
     gr.set_static_paths([root / "cache" / "clips", root / "user" / "clips", root / "exports"])
     base = curator.base
     errors = _user_errors
+    try:  # the glosses to search and label with, before "Show stats" refreshes them
+        glosses = dataset.plan_dataset(base, root).glosses()
+    except (DatasetError, UserDataError, OSError):
+        glosses = []
 
     gr.Markdown("Choose the data, check its balance, fix labels, add your own clips, then download and build "
                 "a dataset for fine-tuning. Command line: `python -m training.curate --help`.")
@@ -296,7 +300,7 @@ def build_curate_tab(engine: Any, data_root: Path, *, base: DatasetConfig | None
 
     gr.Markdown("### Browse and review")
     with gr.Row():
-        gloss = gr.Dropdown([], allow_custom_value=True, label="Search a gloss", scale=3)
+        gloss = gr.Dropdown(glosses, value=None, allow_custom_value=True, label="Search a gloss", scale=3)
         browse = gr.Button("Show clips")
         review = gr.Button("Pending review")
     clip_table = gr.Dataframe(headers=CLIP_COLUMNS, label="Clips (click a row to preview)", interactive=False,
@@ -307,7 +311,7 @@ def build_curate_tab(engine: Any, data_root: Path, *, base: DatasetConfig | None
             player = gr.Video(label="Preview (as it will be built)", interactive=False, height=320)
             about = gr.Markdown()
         with gr.Column():
-            new_gloss = gr.Dropdown([], allow_custom_value=True, label="New gloss")
+            new_gloss = gr.Dropdown(glosses, value=None, allow_custom_value=True, label="New gloss")
             with gr.Row():
                 relabel = gr.Button("Relabel")
                 accept = gr.Button("Accept")
@@ -315,7 +319,7 @@ def build_curate_tab(engine: Any, data_root: Path, *, base: DatasetConfig | None
                 restore = gr.Button("Restore")
             edited = gr.Markdown()
             recording = gr.Video(sources=["upload", "webcam"], label="Add your own clip (upload or record)")
-            add_gloss = gr.Dropdown([], allow_custom_value=True, label="Gloss of this clip")
+            add_gloss = gr.Dropdown(glosses, value=None, allow_custom_value=True, label="Gloss of this clip")
             add = gr.Button("Add clip")
 
     gr.Markdown("### Download, build, export")
