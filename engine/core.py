@@ -18,13 +18,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from engine.config import EngineConfig
 from engine.device import Accelerators
 from engine.errors import AdapterError, ModelNotReadyError, SignLensError
 from engine.model import LoadedModel, load_model
-from engine.prompt import clip_messages, text_messages
+from engine.prompt import answer_ids, encode_clip, text_messages
 from engine.scoring import score_candidates
 from engine.video import Clip, load_clip
 from engine.vocabulary import Vocabulary, load_vocabulary
@@ -277,13 +276,7 @@ class Engine:
         raise ModelNotReadyError("The model is not loaded.")
 
     def _model_inputs(self, loaded: LoadedModel, clip: Clip) -> dict[str, torch.Tensor]:
-        processor = loaded.processor
-        messages = clip_messages(len(clip.frames), self.config.recognition.prompt)
-        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        images = [Image.fromarray(frame) for frame in clip.frames]
-        # crop_to_patches=False: one tile per frame; the processor would otherwise split
-        # each frame into several tiles, multiplying the tokens (see tests/test_engine.py).
-        inputs = processor(text=[text], images=images, crop_to_patches=False, return_tensors="pt")
+        inputs = encode_clip(loaded.processor, clip.frames, self.config.recognition.prompt)
         inputs = inputs.to(loaded.device.torch_device)
         if "pixel_values" in inputs and loaded.quantization != "8bit":
             inputs["pixel_values"] = inputs["pixel_values"].to(loaded.device.dtype)
@@ -292,8 +285,7 @@ class Engine:
     def _candidate_ids(self, loaded: LoadedModel) -> list[list[int]]:
         if self._candidates is None:
             tokenizer = loaded.processor.tokenizer
-            end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-            self._candidates = [tokenizer(g, add_special_tokens=False).input_ids + [end] for g in self._vocabulary.glosses]
+            self._candidates = [answer_ids(tokenizer, g) for g in self._vocabulary.glosses]
         return self._candidates
 
     def _score(self, loaded: LoadedModel, inputs: dict[str, torch.Tensor], top_k: int) -> tuple[Prediction, ...]:
