@@ -138,6 +138,17 @@ def test_failure_mid_build_leaves_the_previous_dataset(built, engine_config, mon
     assert sorted(p.name for p in (data_root / "datasets").iterdir()) == ["small"]  # no "fresh", no temp dirs
 
 
+def test_leftovers_of_a_killed_build_are_cleaned_up(tmp_path):
+    datasets = tmp_path / "datasets"
+    (datasets / ".small.building-999999999-x1").mkdir(parents=True)  # no such pid: a dead build
+    (datasets / ".small.old-999999999-5").mkdir()  # moved aside, never replaced: put back
+    (datasets / ".small.old-999999999-5" / "dataset.jsonl").write_text("{}\n")
+    (datasets / f".small.building-{os.getpid()}-x2").mkdir()  # a live build (this process): kept
+    dataset._remove_leftovers(datasets / "small")
+    assert sorted(p.name for p in datasets.iterdir()) == [f".small.building-{os.getpid()}-x2", "small"]
+    assert (datasets / "small" / "dataset.jsonl").read_text() == "{}\n"
+
+
 def test_cancel_writes_nothing(built, engine_config):
     data_root, metadata, _ = built
     cancel = threading.Event()

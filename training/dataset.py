@@ -475,7 +475,8 @@ def build_dataset(
                            "No clips to build: the glossary, subset and sources select nothing.")
     cache_dir = Path(data_root) / "cache" / "clips"
     final.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{config.name}.building-", dir=final.parent))
+    _remove_leftovers(final)
+    temp = Path(tempfile.mkdtemp(prefix=f".{config.name}.building-{os.getpid()}-", dir=final.parent))
     os.chmod(temp, 0o755)  # mkdtemp makes it private; a dataset is meant to be shared
 
     def work(clip: PlannedClip):
@@ -557,6 +558,28 @@ def _write_outputs(folder: Path, config: DatasetConfig, plan: Plan, rows: list[d
     stats_mod.plot_stats(stats, folder / "stats.png", title=config.name)
     if any(row["origin"] == "wlasl" for row in rows) and WLASL_LICENCE.is_file():
         shutil.copyfile(WLASL_LICENCE, folder / "WLASL-LICENCE-C-UDA-1.0.pdf")  # C-UDA: keep it with any copy
+
+
+def _remove_leftovers(final: Path) -> None:
+    """Clean up after builds of this name whose process died (killed, power cut).
+
+    The pid in the folder name tells a dead build from one still running in another
+    process. A half-built folder is deleted; an old dataset moved aside by a publish that
+    died before the new one was in place is put back.
+    """
+    for path in final.parent.glob(f".{final.name}.*-*"):
+        kind, _, rest = path.name[len(final.name) + 2:].partition("-")
+        if kind not in ("building", "old") or not rest.split("-")[0].isdigit():
+            continue
+        try:
+            os.kill(int(rest.split("-")[0]), 0)
+        except ProcessLookupError:
+            if kind == "old" and not final.exists():
+                os.rename(path, final)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
 
 
 def _publish(temp: Path, final: Path) -> None:

@@ -122,7 +122,10 @@ class Curator:
         kind, ident = _parse_ref(ref)
         if kind == "user":
             clip = self._user_clip(ident)
-            return str(userdata.resolve_inside(self.data_root, clip.clip)), f"{clip.source} clip, labelled **{clip.gloss}** ({clip.status})" + (
+            path = userdata.resolve_inside(self.data_root, clip.clip)
+            if not path.is_file():
+                return None, f"The file of user:{ident} is missing from the data folder."
+            return str(path), f"{clip.source} clip, labelled **{clip.gloss}** ({clip.status})" + (
                 f"; the model had said {clip.predicted} ({clip.confidence:.0%})" if clip.predicted else "")
         inst = self._instance(ident)
         source = userdata.resolve_inside(self.data_root, f"wlasl/videos/{inst.filename}")
