@@ -28,16 +28,21 @@ def main() -> None:
 
     from pathlib import Path
 
-    from engine import load_engine
+    from engine import Engine, load_config, load_dotenv
     from engine.segmentation import load_live_config
     from training.userdata import default_data_root
     from webapp.app import build_app, serve
 
+    load_dotenv()
     overrides = {"limits": {"max_file_mb": args.max_file_mb}} if args.max_file_mb else None
-    engine = load_engine(args.config, background=True, overrides=overrides)
+    engine = Engine(load_config(args.config, overrides=overrides))
     data_root = Path(args.data).resolve() if args.data else default_data_root()
     app = build_app(engine, data_root=data_root, live_config=load_live_config(args.live_config))
-    serve(app, engine, host=args.host, port=args.port)
+    serve(app, engine, host=args.host, port=args.port, prevent_thread_lock=True)
+    # The model loads only once the page is served: a loader thread started earlier would
+    # compete with Gradio's start-up for the GIL and delay the first page (benchmarks/bench_coldstart.py).
+    engine.start(background=True)
+    app.block_thread()
 
 
 if __name__ == "__main__":

@@ -53,3 +53,31 @@ def tiny_engine(tiny_model_dir):
     engine = Engine(tiny_config(tiny_model_dir)).start()
     yield engine
     engine.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def webapp_server(tiny_model_dir, tmp_path_factory):
+    """The web app over the tiny model on a free 127.0.0.1 port; uploads capped at 1 MB.
+
+    Shared by the API (gradio_client) and browser tests; `.url`, `.engine`, `.data_root`.
+    """
+    from types import SimpleNamespace
+
+    from engine import Engine
+    from webapp.app import build_app, serve
+
+    engine = Engine(tiny_config(tiny_model_dir, limits={"max_file_mb": 1})).start()
+    data_root = tmp_path_factory.mktemp("webapp-data")
+    app = build_app(engine, data_root=data_root)
+    serve(app, engine, host="127.0.0.1", port=free_port(), prevent_thread_lock=True)
+    yield SimpleNamespace(url=app.local_url.rstrip("/"), engine=engine, data_root=data_root, app=app)
+    app.close()
+    engine.close()

@@ -67,6 +67,7 @@ def build_live_tab(engine: Engine, config: LiveConfig) -> None:
         with gr.Column(scale=1):
             webcam = gr.Image(
                 label="Camera",
+                elem_id="live-camera",
                 sources=["webcam"],
                 streaming=True,
                 type="numpy",
@@ -77,10 +78,11 @@ def build_live_tab(engine: Engine, config: LiveConfig) -> None:
                     constraints={"video": {"width": {"ideal": config.camera_width}, "height": {"ideal": config.camera_height}}},
                 ),
             )
-            status = gr.Markdown("Start the camera, then sign; hold still between signs.")
+            status = gr.Markdown("Start the camera, then sign; hold still between signs.", elem_id="live-status")
         with gr.Column(scale=1):
             transcript = gr.HighlightedText(
                 label="Transcript",
+                elem_id="live-transcript",
                 combine_adjacent=False,
                 show_legend=True,
                 color_map={"uncertain": "orange", "sure": "green"},
@@ -89,12 +91,12 @@ def build_live_tab(engine: Engine, config: LiveConfig) -> None:
                 sentence_button = gr.Button("Sentence", variant="primary")
                 clear_button = gr.Button("Clear")
             sentence = gr.Textbox(label="In English", interactive=False)
-            top5 = gr.Label(num_top_classes=5, label="Last sign: top 5")
+            top5 = gr.Label(num_top_classes=5, label="Last sign: top 5", elem_id="live-top5")
             with gr.Row():
                 fix_entry = gr.Dropdown(label="Uncertain sign", choices=[], interactive=True)
                 fix_guess = gr.Radio(label="Pick another guess", choices=[], interactive=True)
-    seen = gr.Gallery(label="What the model saw (last sign)", columns=8, rows=1, height=190, format="jpeg")
-    latency = gr.Markdown()
+    seen = gr.Gallery(label="What the model saw (last sign)", elem_id="live-frames", columns=8, rows=1, height=190, format="jpeg")
+    latency = gr.Markdown(elem_id="live-latency")
     timer = gr.Timer(0.5, active=False)
 
     view = [status, transcript, top5, seen, latency, fix_entry, fix_guess, timer]

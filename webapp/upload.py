@@ -49,10 +49,10 @@ def build_upload_tab(engine: Engine, *, data_root: Path) -> None:
                     label="Examples — generated clips of a cartoon signer, not real signs",
                 )
         with gr.Column(scale=1):
-            label = gr.Label(num_top_classes=5, label="Top 5")
+            label = gr.Label(num_top_classes=5, label="Top 5", elem_id="upload-top5")
             timings = gr.Markdown()
-            gallery = gr.Gallery(label="Frames the model saw", columns=4, height="auto", format="jpeg")
-    table = gr.Dataframe(headers=TABLE_HEADERS, label="All files", interactive=False, visible=False, wrap=True)
+            gallery = gr.Gallery(label="Frames the model saw", elem_id="upload-frames", columns=4, height="auto", format="jpeg")
+    table = gr.Dataframe(headers=TABLE_HEADERS, elem_id="upload-table", label="All files", interactive=False, visible=False, wrap=True)
     with gr.Accordion("Correct this", open=False):
         gr.Markdown("Wrong answer? Pick the right gloss: the clip is saved to your data for the Curate tab to review.")
         with gr.Row():
