@@ -1,0 +1,134 @@
+"""Fine-tuning and evaluation on the tiny model: labels, learning, resume, metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from conftest import ROOT, tiny_config
+from gestures import CLASSES, write_gesture_dataset
+from training import metrics
+from training.finetune_config import FinetuneConfigError, load_finetune_config
+
+
+@pytest.fixture(scope="module")
+def gestures(tmp_path_factory):
+    return write_gesture_dataset(tmp_path_factory.mktemp("data") / "gestures", train_per_class=16, test_per_class=8)
+
+
+def test_labels_cover_only_the_answer_tokens(tiny_engine, gestures):
+    from engine.prompt import answer_ids
+    from training.dataset import load_dataset
+    from training.sft_data import IGNORE, ClipCollator
+
+    dataset = load_dataset(gestures)
+    processor = tiny_engine._require_model().processor
+    collator = ClipCollator(processor, dataset, tiny_engine.config.recognition.prompt)
+    rows = [r for r in dataset.split("train") if r["gloss"] in ("circle", "up")][:2]
+    batch = collator(rows)
+    for i, row in enumerate(rows):
+        labels = batch["labels"][i]
+        supervised = labels[labels != IGNORE].tolist()
+        assert supervised == answer_ids(processor.tokenizer, row["gloss"])  # gloss + <|im_end|>, nothing else
+        ids = batch["input_ids"][i][batch["attention_mask"][i] == 1]
+        # The unsupervised part is exactly the inference prompt: what scoring prefills.
+        inference = tiny_engine._model_inputs(tiny_engine._require_model(), dataset.frames(row))["input_ids"][0]
+        assert ids[: len(inference)].tolist() == inference.tolist()
+        image_token = processor.tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+        assert not ((labels != IGNORE) & (batch["input_ids"][i] == image_token)).any()
+    # padding of the shorter row is neither attended nor supervised
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()
+    assert batch["pixel_values"].shape[0] == 2 * dataset.config.frames_per_clip  # one tile per frame
+
+
+def test_config_rejects_bad_values_and_targets(tmp_path):
+    with pytest.raises(FinetuneConfigError, match="unknown key"):
+        load_finetune_config(overrides={"learning_rat": 1})
+    with pytest.raises(FinetuneConfigError, match="vision tower"):
+        load_finetune_config(overrides={"lora_targets": r".*\.(q_proj|v_proj)"})
+    config = load_finetune_config(overrides={"learning_rate": "1e-4", "epochs": "3"})
+    assert (config.learning_rate, config.epochs, config.batch_size, config.grad_accumulation) == (1e-4, 3.0, 1, 4)
+
+
+@pytest.mark.slow
+def test_finetuning_learns_the_gestures(tiny_model_dir, gestures, tmp_path):
+    """From chance to >= 90 % top-1 on held-out clips: the model really learns."""
+    from training.evaluate import evaluate
+    from training.finetune import finetune
+
+    engine_config = tiny_config(tiny_model_dir)
+    config = load_finetune_config(overrides=dict(
+        dataset=str(gestures), output_dir=str(tmp_path), run_name="gestures", max_steps=100, batch_size=4,
+        grad_accumulation=1, learning_rate=2e-3, warmup_steps=5, logging_steps=10, train_projector=True,
+        save_strategy="no", lora_dropout=0.0, seed=0,
+    ))
+    run = finetune(config, engine_config=engine_config)
+    adapter = run / "adapter"
+    report = evaluate(str(gestures), adapter=str(adapter), engine_config=engine_config)
+    base, tuned = report["results"]
+    assert base["top1"] <= 0.4  # about chance (1/5) before training
+    assert tuned["top1"] >= 0.9, tuned["confusions"]
+    assert tuned["top5"] == 1.0  # five classes
+    # The adapter holds LoRA weights of the language model and the projector, nothing of the vision tower.
+    with safe_open(adapter / "adapter_model.safetensors", "pt") as weights:
+        keys = list(weights.keys())
+        assert keys and all("lora_" in k or "multi_modal_projector" in k for k in keys)
+        assert not any("vision_tower" in k for k in keys)
+        lora_b = [weights.get_tensor(k) for k in keys if "lora_B" in k]
+        assert all(b.abs().sum() > 0 for b in lora_b)  # B starts at zero: every one was trained
+    assert (adapter / "vocabulary.txt").read_text().split("\n")[1:6] == sorted(CLASSES)
+    assert json.loads((adapter / "metrics.json").read_text())["steps"] == 100
+    assert (adapter / "loss_curve.png").stat().st_size > 1000
+    assert {p.name for p in run.iterdir()} >= {"finetune_config.json", "engine_config.json", "train_log.jsonl", "status.json", "report.md", "report.json", "confusion_adapter.png"}
+    losses = [json.loads(line)["loss"] for line in (run / "train_log.jsonl").read_text().splitlines() if "loss" in json.loads(line)]
+    assert losses[-1] < losses[0] / 5
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_continues_from_the_last_checkpoint(tiny_model_dir, gestures, tmp_path):
+    env = dict(os.environ, SIGNLENS_MODEL=str(tiny_model_dir), SIGNLENS_DEVICE="cpu", SIGNLENS_QUANTIZATION="none")
+    command = [sys.executable, "-m", "training.finetune", "--dataset", str(gestures), "--run-name", "crash",
+               "--set", f"output_dir={tmp_path}", "--set", "max_steps=24", "--set", "save_strategy=steps",
+               "--set", "save_steps=4", "--set", "batch_size=2", "--set", "grad_accumulation=1",
+               "--set", "logging_steps=2", "--set", "learning_rate=1e-3"]
+    run_dir = tmp_path / "crash"
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((run_dir / "checkpoints").glob("checkpoint-8")):
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "adapter").exists()  # killed: no adapter claims to be finished
+    saved = sorted(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*"))
+    assert saved and saved[-1] < 24
+
+    done = subprocess.run(command + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((run_dir / "adapter" / "metrics.json").read_text())
+    assert result["steps"] == 24
+    assert result["resumed_from"].endswith(f"checkpoint-{saved[-1]}")
+    steps = [json.loads(line)["step"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert max(steps) == 24 and min(s for s in steps[len(steps) // 2 :]) > 0
+
+
+def test_metrics_match_hand_computed_cases():
+    truth = ["a", "a", "b", "c", "c", "c"]
+    ranked = [["a", "b"], ["b", "a"], ["b", "c"], ["a", "c"], ["c", "a"], ["b", "a"]]
+    predicted = [r[0] for r in ranked]
+    assert metrics.top_k_accuracy(truth, ranked, 1) == pytest.approx(3 / 6)
+    assert metrics.top_k_accuracy(truth, ranked, 2) == pytest.approx(5 / 6)
+    assert metrics.per_class_accuracy(truth, predicted) == {"a": 0.5, "b": 1.0, "c": pytest.approx(1 / 3)}
+    assert metrics.mean_per_class_accuracy(truth, predicted) == pytest.approx((0.5 + 1 + 1 / 3) / 3)
+    matrix = metrics.confusion_matrix(truth, predicted, ["a", "b", "c"])
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 1, 1]]
+    assert metrics.top_confusions(truth, predicted) == [("a", "b", 1), ("c", "a", 1), ("c", "b", 1)]
+    assert metrics.latency_percentiles([10, 20, 30, 40], (50,)) == {"p50": 25.0}
+    assert metrics.top_k_accuracy([], [], 1) == 0.0

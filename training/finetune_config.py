@@ -1,0 +1,139 @@
+"""Fine-tuning settings: one typed dataclass, read from YAML, overridable from the CLI.
+
+The resolved config is saved next to every run (`runs/<name>/finetune_config.json`), so
+a run can be repeated from that file alone: `--config runs/<name>/finetune_config.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FINETUNE_CONFIG = ROOT / "assets" / "config" / "finetune.yml"
+
+
+class FinetuneConfigError(ValueError):
+    """A setting that cannot work; the message names it."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    # Dataset name under <data>/datasets/, or a folder holding dataset.jsonl (training/dataset.py).
+    dataset: str = ""
+    # Runs are written to <output_dir>/<run_name>/ (checkpoints, adapter, logs, plots).
+    output_dir: str = "runs"
+    # Empty: "<dataset>-<UTC timestamp>"; a fixed name lets a crashed run resume.
+    run_name: str = ""
+    epochs: float = 1.0
+    # > 0 stops after this many optimizer steps whatever `epochs` says (smoke runs, tests).
+    max_steps: int = -1
+    batch_size: int = 1
+    # Effective batch = batch_size x grad_accumulation: 1 x 4 fits a 2B model on 8 GB.
+    grad_accumulation: int = 4
+    warmup_steps: int = 10
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0
+    logging_steps: int = 10
+    optimizer: str = "adamw_torch"
+    # When checkpoints are written: "epoch", "steps" (every save_steps) or "no".
+    save_strategy: str = "epoch"
+    save_steps: int = 500
+    # Older checkpoints are deleted beyond this many (disk is finite on a Space).
+    save_total_limit: int = 2
+    # Seeds data order, LoRA init and dropout: same config, same adapter.
+    seed: int = 42
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    # Regex matched against full module names; must not reach the vision tower, whose
+    # attention layers share the short names q_proj/k_proj/v_proj.
+    lora_targets: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    # Also train the projector from vision features to the language model (fully, saved
+    # with the adapter): helps when the new signs need visual detail the base ignored.
+    train_projector: bool = False
+    # "auto": QLoRA (NF4 base) on CUDA, plain LoRA elsewhere; "4bit" or "none" to force.
+    quantization: str = "auto"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs <= 0 and self.max_steps <= 0:
+            problems.append(f"epochs must be positive (got {self.epochs}) unless max_steps is set")
+        for name in ("batch_size", "grad_accumulation", "logging_steps", "save_steps", "lora_r", "lora_alpha"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if not 0 < self.learning_rate < 1:
+            problems.append(f"learning_rate must be between 0 and 1 (got {self.learning_rate})")
+        if not 0 <= self.lora_dropout < 1:
+            problems.append(f"lora_dropout must be in [0, 1) (got {self.lora_dropout})")
+        if self.save_strategy not in ("epoch", "steps", "no"):
+            problems.append(f"save_strategy must be epoch, steps or no (got {self.save_strategy!r})")
+        if self.quantization not in ("auto", "4bit", "none"):
+            problems.append(f"quantization must be auto, 4bit or none (got {self.quantization!r})")
+        try:
+            pattern = re.compile(self.lora_targets)
+        except re.error as exc:
+            problems.append(f"lora_targets is not a valid regex ({exc})")
+        else:
+            if pattern.fullmatch("model.vision_tower.encoder.layer.0.attention.q_proj"):
+                problems.append("lora_targets matches the vision tower; restrict it to the language model")
+        if problems:
+            raise FinetuneConfigError("; ".join(problems) + ".")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_finetune_config(path: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None) -> FinetuneConfig:
+    """YAML (or a saved finetune_config.json) first, then `overrides` (CLI `--set k=v`)."""
+    path = Path(path) if path else DEFAULT_FINETUNE_CONFIG
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FinetuneConfigError(f"Config file {path} does not exist.") from None
+    raw = json.loads(text) if path.suffix == ".json" else (yaml.safe_load(text) or {})
+    if not isinstance(raw, dict):
+        raise FinetuneConfigError(f"Config file {path} must hold a mapping.")
+    raw = {**raw, **(overrides or {})}
+    fields = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise FinetuneConfigError(f"{path}: unknown key(s) {', '.join(unknown)}.")
+    defaults = FinetuneConfig()
+    values = {key: _coerce(value, getattr(defaults, key), key) for key, value in raw.items()}
+    return FinetuneConfig(**values)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """`["learning_rate=1e-4", "epochs=3"]` -> dict; values are coerced by the loader."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise FinetuneConfigError(f"--set expects key=value, got {pair!r}.")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _coerce(value: Any, default: Any, key: str) -> Any:
+    kind = type(default)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    try:
+        if kind is bool:
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind in (int, float):
+            return kind(float(value)) if kind is int and float(value).is_integer() else kind(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise FinetuneConfigError(f"{key} must be {kind.__name__}, got {value!r}.") from None
