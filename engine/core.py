@@ -232,6 +232,9 @@ class Engine:
     def load_adapter(self, path: str | Path) -> str:
         """Apply a PEFT LoRA adapter to the running model, replacing any active one.
 
+        An adapter trained by training.finetune carries the glosses it learned in
+        `vocabulary.txt`; they become the active vocabulary, since scoring glosses the
+        adapter never saw would only dilute its answers. Unloading restores the config's.
         PEFT is called directly rather than through transformers' `load_adapter`, which
         in transformers 5.24 demands a PEFT release that does not exist yet (0.22).
         """
@@ -241,6 +244,7 @@ class Engine:
         path = Path(path)
         if not (path / "adapter_config.json").is_file():
             raise AdapterError(f"{path} is not a LoRA adapter folder (adapter_config.json is missing).")
+        vocabulary = load_vocabulary(path / "vocabulary.txt") if (path / "vocabulary.txt").is_file() else None
         with self._lock:
             self._drop_adapter()
             try:
@@ -248,6 +252,8 @@ class Engine:
             except Exception as exc:
                 raise AdapterError(f"The adapter {path.name} does not fit this model ({type(exc).__name__}).") from None
             self._adapter = str(path)
+            if vocabulary is not None:
+                self._vocabulary, self._candidates = vocabulary, None
         log.info("Adapter active: %s", path)
         return self._adapter
 
@@ -258,6 +264,8 @@ class Engine:
     def _drop_adapter(self) -> None:
         if self._peft is not None:
             self._peft.unload()  # removes the LoRA layers from the base model in place
+            if self._vocabulary.source != str(self.config.vocabulary_path()):
+                self._vocabulary, self._candidates = load_vocabulary(self.config.vocabulary_path()), None
         self._peft, self._adapter = None, ""
 
     def _model(self, loaded: LoadedModel) -> Any:

@@ -128,6 +128,13 @@ def test_adapter_changes_outputs_and_unloading_restores_them(tiny_model_dir, tmp
     assert during != pytest.approx(before, abs=1e-4)
     assert after == pytest.approx(before, abs=1e-6)
     assert engine.status().adapter == ""
+    # An adapter from training.finetune carries its glosses: they become the vocabulary.
+    (tmp_path / "adapter" / "vocabulary.txt").write_text("# trained on\nbook\ndrink\nmother\n")
+    engine.load_adapter(tmp_path / "adapter")
+    assert engine.vocabulary.glosses == ("book", "drink", "mother")
+    assert {p.gloss for p in engine.recognize(frames, top_k=5).top} == {"book", "drink", "mother"}
+    engine.unload_adapter()
+    assert len(engine.vocabulary) == 320
     with pytest.raises(AdapterError, match="not a LoRA adapter folder"):
         engine.load_adapter(tmp_path)
     engine.close()
