@@ -19,7 +19,7 @@ from webapp.samples import signer_frames, write_video, write_y4m
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = os.environ.get("SIGNLENS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 TIMEOUT_MS = 90_000  # generous: the CI machine has two cores shared with other jobs
 

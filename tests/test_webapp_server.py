@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import threading
+import urllib.error
 import urllib.request
 
 import av

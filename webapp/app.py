@@ -62,6 +62,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 7860,
     prevent_thread_lock: bool = False,
+    quiet: bool = False,
 ) -> gr.Blocks:
     """Queue and launch: bounded concurrency per group, uploads capped at the engine's limit."""
     app.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
@@ -71,6 +72,6 @@ def serve(
         max_file_size=int(engine.config.limits.max_file_mb * 1024 * 1024),
         prevent_thread_lock=prevent_thread_lock,
         show_error=False,
-        quiet=prevent_thread_lock,
+        quiet=quiet,
     )
     return app

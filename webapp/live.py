@@ -36,7 +36,7 @@ import numpy as np
 from engine import Engine, SignLensError
 from engine.live import LiveEntry, LiveRecognizer
 from engine.segmentation import LiveConfig
-from webapp.common import MODEL_CONCURRENCY, MODEL_GROUP, user_errors
+from webapp.common import MODEL_CONCURRENCY, MODEL_GROUP, label_value, user_errors
 
 PREVIEW_MIRRORED = True
 LIVE_GROUP = "live"
@@ -123,7 +123,7 @@ def build_live_tab(engine: Engine, config: LiveConfig) -> None:
         return (
             state,
             _transcript(entries, threshold),
-            {p.gloss: round(p.probability, 4) for p in last.top} if last else None,
+            label_value(last.top) if last else None,
             list(last.thumbnails) if last else None,
             _latency(last),
             gr.Dropdown(choices=[(_entry_label(i, entries[i]), i) for i in uncertain], value=chosen),
