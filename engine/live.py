@@ -43,6 +43,9 @@ class LiveEntry:
     latency_ms: float
     # Small copies of the frames the model saw, for display.
     thumbnails: tuple[np.ndarray, ...]
+    # The frames the model saw, full size, kept for the last `KEEP_FRAMES` signs only
+    # (for "Correct this"); empty for older ones, to bound a long session's memory.
+    frames: tuple[np.ndarray, ...] = ()
 
     @property
     def gloss(self) -> str:
@@ -55,6 +58,9 @@ class LiveEntry:
 
 class LiveRecognizer:
     """Segment a stream of frames and recognize each finished sign in the background."""
+
+    # Signs whose full frames are kept for saving (8 VGA frames are ~7 MB a sign).
+    KEEP_FRAMES = 5
 
     def __init__(
         self,
@@ -120,6 +126,7 @@ class LiveRecognizer:
                 timings=result.timings,
                 latency_ms=(time.perf_counter() - ended) * 1000,
                 thumbnails=tuple(self._thumbnail(f) for f in result.clip.frames),
+                frames=result.clip.frames,
             )
         except SignLensError as exc:
             notice = str(exc)
@@ -130,6 +137,9 @@ class LiveRecognizer:
             self.pending -= 1
             if entry is not None:
                 self.transcript.append(entry)
+                old = len(self.transcript) - 1 - self.KEEP_FRAMES
+                if old >= 0 and self.transcript[old].frames:
+                    self.transcript[old] = replace(self.transcript[old], frames=())
             self.notice = notice
             self.version += 1
 
@@ -150,6 +160,12 @@ class LiveRecognizer:
                     self.version += 1
                     return
         raise SignLensError(f"{gloss} was not among the guesses for that sign.")
+
+    def entry(self, index: int) -> LiveEntry:
+        with self._lock:
+            if not 0 <= index < len(self.transcript):
+                raise SignLensError("That sign is no longer in the transcript.")
+            return self.transcript[index]
 
     def clear(self) -> None:
         with self._lock:

@@ -112,7 +112,8 @@ class SlowEngine:
         return self._engine.recognize(frames, **kwargs)
 
 
-def test_live_recognizer_never_waits_for_the_model(tiny_engine):
+def test_live_recognizer_never_waits_for_the_model(tiny_engine, monkeypatch):
+    monkeypatch.setattr(LiveRecognizer, "KEEP_FRAMES", 1)
     gate = threading.Event()
     engine = SlowEngine(tiny_engine, gate)
     live = LiveRecognizer(engine, LiveConfig())
@@ -131,6 +132,8 @@ def test_live_recognizer_never_waits_for_the_model(tiny_engine):
     assert len(live.transcript) == 2 and live.version >= 2
     entry = live.transcript[0]
     assert len(entry.thumbnails) == tiny_engine.config.video.frames_per_clip and entry.latency_ms > 0
+    # Full frames are kept for the newest sign only (KEEP_FRAMES = 1 here).
+    assert entry.frames == () and len(live.transcript[1].frames) == tiny_engine.config.video.frames_per_clip
     # The second guess can replace the first; Clear empties the transcript.
     live.choose(0, entry.top[1].gloss)
     assert live.glosses()[0] == entry.top[1].gloss

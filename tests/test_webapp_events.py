@@ -168,6 +168,14 @@ def test_live_pick_another_guess_sentence_and_clear(tiny_engine, tmp_path):
     transcript = event(blocks, "live_pick")(session, 0, second)
     assert transcript[0][0].startswith(second.upper()) and transcript[0][1] == "sure"
     assert isinstance(event(blocks, "live_sentence")(session), str)
+    # Correct this: the frames the model saw become a clip in the user data.
+    message = event(blocks, "live_correct")(session, 0, "thank-you")
+    assert "thank-you" in message
+    [record] = read_clips(tmp_path)
+    assert record.source == "live" and record.gloss == "thank-you" and record.predicted == fix_guess.choices[0][1]
+    assert len(tiny_engine.recognize(tmp_path / record.clip).clip.frames) == tiny_engine.config.video.frames_per_clip
+    with pytest.raises(gr.Error, match="Choose the gloss"):
+        event(blocks, "live_correct")(session, 0, "")
     outputs = event(blocks, "live_clear")(session)
     assert outputs[1] == [] and outputs[-1] == ""
     with pytest.raises(gr.Error, match="no signs"):

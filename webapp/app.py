@@ -40,7 +40,7 @@ def build_app(engine: Engine, *, data_root: Path, live_config: LiveConfig | None
         timer = gr.Timer(1.0)
         with gr.Tabs():
             with gr.Tab("Live", id="live"):
-                build_live_tab(engine, live_config)
+                build_live_tab(engine, live_config, data_root=Path(data_root))
             with gr.Tab("Upload", id="upload"):
                 build_upload_tab(engine, data_root=Path(data_root))
         build_api(engine)

@@ -24,10 +24,15 @@ the stream's queue, so no frame ever waits for the model.
 
 A `None` frame (the camera not started yet, or a dropped frame) is ignored silently:
 raising would end the stream.
+
+"Correct this" saves the frames the model saw of a recent sign (the last
+`LiveRecognizer.KEEP_FRAMES`) as a short clip in the user data, source "live".
 """
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -36,7 +41,9 @@ import numpy as np
 from engine import Engine, SignLensError
 from engine.live import LiveEntry, LiveRecognizer
 from engine.segmentation import LiveConfig
+from training.userdata import add_clip
 from webapp.common import MODEL_CONCURRENCY, MODEL_GROUP, label_value, user_errors
+from webapp.samples import write_video
 
 PREVIEW_MIRRORED = True
 LIVE_GROUP = "live"
@@ -60,7 +67,7 @@ def _close_session(session: LiveSession | None) -> None:
         session.close()
 
 
-def build_live_tab(engine: Engine, config: LiveConfig) -> None:
+def build_live_tab(engine: Engine, config: LiveConfig, *, data_root: Path) -> None:
     """The tab's components and events; call inside `with gr.Tab(...)`."""
     session = gr.State(None, delete_callback=_close_session)
     with gr.Row():
@@ -93,8 +100,14 @@ def build_live_tab(engine: Engine, config: LiveConfig) -> None:
             sentence = gr.Textbox(label="In English", interactive=False)
             top5 = gr.Label(num_top_classes=5, label="Last sign: top 5", elem_id="live-top5")
             with gr.Row():
-                fix_entry = gr.Dropdown(label="Uncertain sign", choices=[], interactive=True)
+                fix_entry = gr.Dropdown(label="Sign (uncertain ones marked ?)", choices=[], interactive=True)
                 fix_guess = gr.Radio(label="Pick another guess", choices=[], interactive=True)
+            with gr.Accordion("Correct this", open=False):
+                gr.Markdown(f"None of the guesses? Save the sign under the right gloss for the Curate tab (the last {LiveRecognizer.KEEP_FRAMES} signs can be saved).")
+                with gr.Row():
+                    right = gr.Dropdown(label="Right gloss", choices=list(engine.vocabulary.glosses), allow_custom_value=True, filterable=True, interactive=True)
+                    save = gr.Button("Save to my data")
+                saved = gr.Markdown()
     seen = gr.Gallery(label="What the model saw (last sign)", elem_id="live-frames", columns=8, rows=1, height=190, format="jpeg")
     latency = gr.Markdown(elem_id="live-latency")
     timer = gr.Timer(0.5, active=False)
@@ -119,14 +132,14 @@ def build_live_tab(engine: Engine, config: LiveConfig) -> None:
         threshold = config.uncertain_below
         last = entries[-1] if entries else None
         uncertain = [i for i, e in enumerate(entries) if e.top[0].probability < threshold]
-        chosen = uncertain[-1] if uncertain else None
+        chosen = uncertain[-1] if uncertain else (len(entries) - 1 if entries else None)
         return (
             state,
             _transcript(entries, threshold),
             label_value(last.top) if last else None,
             list(last.thumbnails) if last else None,
             _latency(last),
-            gr.Dropdown(choices=[(_entry_label(i, entries[i]), i) for i in uncertain], value=chosen),
+            gr.Dropdown(choices=[(_entry_label(i, e, threshold), i) for i, e in enumerate(entries)], value=chosen),
             _guesses(entries[chosen] if chosen is not None else None),
             gr.Timer(active=recognizer.pending > 0),
         )
@@ -159,6 +172,20 @@ def build_live_tab(engine: Engine, config: LiveConfig) -> None:
     def make_sentence(live: LiveSession | None) -> str:
         return engine.sentence(live.recognizer.glosses() if live else [])
 
+    @user_errors
+    def save_sign(live: LiveSession | None, index: int | None, gloss: str | None) -> str:
+        if live is None or index is None:
+            raise SignLensError("Sign something first, then choose the sign to save.")
+        entry = live.recognizer.entry(index)
+        if not entry.frames:
+            raise SignLensError(f"Only the last {LiveRecognizer.KEEP_FRAMES} signs keep their frames; this one can no longer be saved.")
+        with tempfile.TemporaryDirectory() as folder:
+            # The frames the model saw, one per 1/8 s: sampling them again gives the same frames.
+            clip = write_video(Path(folder) / f"live-{index + 1}.mp4", list(entry.frames), fps=8)
+            best = entry.top[0]
+            record = add_clip(data_root, clip, gloss or "", source="live", predicted=best.gloss, confidence=best.probability)
+        return f"Saved sign #{index + 1} as **{record.gloss}** (model said {best.gloss}, {best.probability:.0%}); it waits in Curate for review."
+
     def clear(live: LiveSession | None):
         if live is None:
             return (*skip_all, "")
@@ -189,6 +216,7 @@ def build_live_tab(engine: Engine, config: LiveConfig) -> None:
         concurrency_id=MODEL_GROUP,
         concurrency_limit=MODEL_CONCURRENCY,
     )
+    save.click(save_sign, inputs=[session, fix_entry, right], outputs=[saved], api_name="live_correct", api_visibility="private", concurrency_limit=None)
     clear_button.click(clear, inputs=[session], outputs=[*view, sentence], api_name="live_clear", api_visibility="private", queue=False)
 
 
@@ -216,8 +244,9 @@ def _transcript(entries: list[LiveEntry], threshold: float) -> list[tuple[str, s
     return out
 
 
-def _entry_label(index: int, entry: LiveEntry) -> str:
-    return f"#{index + 1} {entry.gloss.upper()} ({entry.confidence:.0%})"
+def _entry_label(index: int, entry: LiveEntry, threshold: float) -> str:
+    doubt = " ?" if entry.top[0].probability < threshold else ""
+    return f"#{index + 1} {entry.gloss.upper()} ({entry.confidence:.0%}){doubt}"
 
 
 def _guesses(entry: LiveEntry | None) -> Any:
