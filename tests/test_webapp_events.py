@@ -47,7 +47,10 @@ def test_every_event_is_named_and_only_the_api_is_public(app):
     names = {f.api_name: f.api_visibility for f in blocks.fns.values()}
     assert all(names), names
     public = {name for name, visibility in names.items() if visibility == "public"}
-    assert public == {"recognize", "recognize_batch", "sentence", "model_info"}
+    # The recognition API, plus the Curate and Fine-tune tabs' actions (prefixed by tab).
+    tabs = {name for name in public if name.startswith(("curate_", "finetune_"))}
+    assert public - tabs == {"recognize", "recognize_batch", "sentence", "model_info"}
+    assert {"curate_stats", "curate_relabel", "curate_build_start"} <= tabs
 
 
 def test_upload_one_clip_shows_top5_frames_and_timings(app, clips, tiny_engine):
