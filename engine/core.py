@@ -4,6 +4,9 @@ The web app creates one Engine and keeps it for the life of the process (the onl
 global state of the product). Loading can run in a background thread so the app serves
 pages while 4 GB of weights load; every model call waits on one lock, because two
 forwards at once on a 2-core CPU or one GPU are slower than two in a row.
+
+torch and transformers are imported only where the model is used (they take seconds to
+import): the web app builds its page around an Engine that is still loading.
 """
 
 from __future__ import annotations
@@ -14,19 +17,21 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
 
 from engine.config import EngineConfig
-from engine.device import Accelerators
 from engine.errors import AdapterError, ModelNotReadyError, SignLensError
-from engine.model import LoadedModel, load_model
 from engine.prompt import answer_ids, encode_clip, text_messages
-from engine.scoring import score_candidates
 from engine.video import Clip, load_clip
 from engine.vocabulary import Vocabulary, load_vocabulary
+
+if TYPE_CHECKING:
+    import torch
+
+    from engine.device import Accelerators
+    from engine.model import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +123,8 @@ class Engine:
 
     def _load(self) -> None:
         try:
+            from engine.model import load_model
+
             loaded = load_model(self.config.model, accelerators=self._accelerators)
             with self._lock:
                 self._loaded = loaded
@@ -140,6 +147,8 @@ class Engine:
             self._candidates = None
             self._state = "closed"
         gc.collect()
+        import torch
+
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -297,6 +306,10 @@ class Engine:
         return self._candidates
 
     def _score(self, loaded: LoadedModel, inputs: dict[str, torch.Tensor], top_k: int) -> tuple[Prediction, ...]:
+        import torch
+
+        from engine.scoring import score_candidates
+
         scores = score_candidates(
             self._model(loaded), inputs, self._candidate_ids(loaded), batch_size=self.config.recognition.score_batch
         )
@@ -306,6 +319,8 @@ class Engine:
         return tuple(Prediction(glosses[i], float(p)) for p, i in zip(values.tolist(), order.tolist()))
 
     def _generate(self, loaded: LoadedModel, inputs: dict[str, Any], max_new_tokens: int) -> tuple[str, float]:
+        import torch
+
         tokenizer = loaded.processor.tokenizer
         with torch.no_grad():
             out = self._model(loaded).generate(

@@ -202,11 +202,11 @@ def test_api_functions_return_json_and_plain_errors(app, clips):
 
 
 def test_calls_while_the_model_loads_say_so(tiny_model_dir, tmp_path, clips, monkeypatch):
-    import engine.core
+    import engine.model
 
     release = threading.Event()
-    real_load = engine.core.load_model
-    monkeypatch.setattr(engine.core, "load_model", lambda *a, **k: (release.wait(20), real_load(*a, **k))[1])
+    real_load = engine.model.load_model
+    monkeypatch.setattr(engine.model, "load_model", lambda *a, **k: (release.wait(20), real_load(*a, **k))[1])
     loading = Engine(tiny_config(tiny_model_dir)).start(background=True)
     blocks = build_app(loading, data_root=tmp_path)
     for name, args in [("recognize", (str(clips[0]), 0, 0)), ("upload_recognize", ([str(clips[0])], 0, 0)), ("sentence", ("HELLO",))]:

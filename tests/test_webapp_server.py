@@ -124,13 +124,13 @@ def test_readme_curl_example_runs(webapp_server, files):
 
 
 def test_pages_are_served_while_the_model_loads(tiny_model_dir, tmp_path, files, monkeypatch):
-    import engine.core
+    import engine.model
     from engine import Engine
     from webapp.app import build_app, serve
 
     release = threading.Event()
-    real_load = engine.core.load_model
-    monkeypatch.setattr(engine.core, "load_model", lambda *a, **k: (release.wait(30), real_load(*a, **k))[1])
+    real_load = engine.model.load_model
+    monkeypatch.setattr(engine.model, "load_model", lambda *a, **k: (release.wait(30), real_load(*a, **k))[1])
     loading = Engine(tiny_config(tiny_model_dir)).start(background=True)
     app = build_app(loading, data_root=tmp_path)
     serve(app, loading, port=free_port(), prevent_thread_lock=True)
