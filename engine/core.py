@@ -272,6 +272,9 @@ class Engine:
 
     def _drop_adapter(self) -> None:
         if self._peft is not None:
+            # Deleting first matters for adapters that fully train a module (the projector,
+            # `modules_to_save`): PEFT's unload() would otherwise leave the trained copy in place.
+            self._peft.delete_adapter(self._peft.active_adapter)
             self._peft.unload()  # removes the LoRA layers from the base model in place
             if self._vocabulary.source != str(self.config.vocabulary_path()):
                 self._vocabulary, self._candidates = load_vocabulary(self.config.vocabulary_path()), None

@@ -308,10 +308,6 @@ def test_activation_changes_what_the_shared_engine_recognizes(tuner, manager, tr
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: Engine._drop_adapter calls PeftModel.unload(), which keeps the adapter's trained copy of a "
-    "modules_to_save module (the projector, train_projector=True) in the base model; calling "
-    "self._peft.delete_adapter(self._peft.active_adapter) before unload() restores the base exactly"))
 def test_deactivation_restores_the_base_model_exactly(tuner, manager, trained, tiny_model_dir, space):
     from engine import Engine
 

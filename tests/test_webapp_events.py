@@ -50,7 +50,7 @@ def test_every_event_is_named_and_only_the_api_is_public(app):
     # The recognition API, plus the Curate and Fine-tune tabs' actions (prefixed by tab).
     tabs = {name for name in public if name.startswith(("curate_", "finetune_"))}
     assert public - tabs == {"recognize", "recognize_batch", "sentence", "model_info"}
-    assert {"curate_stats", "curate_relabel", "curate_build_start"} <= tabs
+    assert {"curate_stats", "curate_relabel", "curate_build_start", "finetune_start", "finetune_activate"} <= tabs
 
 
 def test_upload_one_clip_shows_top5_frames_and_timings(app, clips, tiny_engine):

@@ -20,6 +20,7 @@ from engine import Engine
 from engine.segmentation import LiveConfig, load_live_config
 from webapp.api import build_api
 from webapp.curate_tab import build_curate_tab
+from webapp.finetune_tab import build_finetune_tab
 from webapp.live import build_live_tab
 from webapp.status import status_markdown
 from webapp.upload import build_upload_tab
@@ -46,6 +47,8 @@ def build_app(engine: Engine, *, data_root: Path, live_config: LiveConfig | None
                 build_upload_tab(engine, data_root=Path(data_root))
             with gr.Tab("Curate", id="curate"):
                 build_curate_tab(engine, Path(data_root))
+            with gr.Tab("Fine-tune", id="finetune"):
+                build_finetune_tab(engine, Path(data_root))
         build_api(engine)
 
         def refresh():
