@@ -3,9 +3,11 @@
 Quantization by device (see README "Benchmarks" for the measurements behind it):
 - CUDA: NF4 4-bit with double quantization (bitsandbytes) by default: 2B parameters fit
   in ~2 GB of VRAM and QLoRA fine-tuning uses the same load.
-- CPU: no bitsandbytes by default: its 4-bit kernels are slower than bf16 on CPU (one
-  1536x8960 layer, 512 tokens: nf4 136 ms vs bf16 52 ms). "8bit" on CPU means torch's
-  dynamic int8 on the language model's linear layers.
+- CPU: unquantized by default. bitsandbytes' 4-bit kernels are slower than plain
+  weights on CPU; torch's dynamic int8 ("8bit" here) was the fastest and smallest
+  option measured on the full-size model (README, Benchmarks), but PEFT cannot put LoRA
+  adapters on its layers, and hot-swapping adapters is a product feature. Choose
+  `quantization: 8bit` for inference-only deployments.
 - MPS / DirectML: bitsandbytes has no kernels there; the model runs in fp16.
 The vision tower and projector always stay unquantized: they are ~15 % of the weights,
 and quantizing them costs accuracy on fine visual detail (handshapes) for little memory.
@@ -50,7 +52,9 @@ def resolve_quantization(requested: str, device_kind: str) -> tuple[str, str]:
     if requested == "auto":
         if device_kind == "cuda":
             return "4bit", "auto: NF4 4-bit on CUDA (smallest memory, QLoRA-ready)"
-        return "none", f"auto: no quantization on {device_kind} (bitsandbytes 4-bit is slower than bf16 on CPU)"
+        if device_kind == "cpu":
+            return "none", "auto: unquantized on CPU, so LoRA adapters can be hot-swapped (8bit is faster for inference only)"
+        return "none", f"auto: no quantization on {device_kind} (bitsandbytes has no kernels there)"
     if requested == "4bit" and device_kind not in ("cuda", "cpu"):
         raise ConfigError(f"4-bit quantization needs CUDA or CPU; bitsandbytes has no {device_kind} kernels.")
     if requested == "8bit" and device_kind not in ("cuda", "cpu"):
