@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from conftest import ROOT, tiny_config
-from engine import Engine, ModelLoadError, ModelNotReadyError, SignLensError, load_engine
+from engine import Engine, ModelNotReadyError, SignLensError, load_engine
 from engine.errors import AdapterError
-from engine.prompt import clip_messages
 from engine.scoring import score_candidates, score_candidates_reference
 from media import index_frame, write_video
 

@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-import torch
 from safetensors import safe_open
 
 from conftest import ROOT, tiny_config

@@ -132,7 +132,7 @@ def test_live_unmirrors_frames_and_never_waits_for_the_model(tiny_engine, tmp_pa
     for frame in camera:
         browser_frame = np.ascontiguousarray(frame[:, ::-1])  # Gradio mirrors what it sends
         started = time.perf_counter()
-        outputs = on_frame(session, browser_frame)
+        on_frame(session, browser_frame)
         costs.append(time.perf_counter() - started)
     assert isinstance(session, LiveSession)
     assert len(engine.seen) == 1 and session.recognizer.pending == 1  # held at the gate

@@ -47,6 +47,7 @@ from typing import Any
 import yaml
 from tqdm import tqdm
 
+from training.atomic import atomic_path
 from training import edits as edits_store
 from training import stats as stats_mod
 from training import userdata, wlasl
@@ -662,22 +663,14 @@ def export_dataset(name: str, data_root: Path | None = None) -> Path:
     exports = Path(data_root) / "exports"
     exports.mkdir(parents=True, exist_ok=True)
     target = exports / f"{name}.zip"
-    fd, temp = tempfile.mkstemp(dir=exports, prefix=f".{name}.", suffix=".zip.part")
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(temp, "w") as archive:
-            for dirpath, dirnames, filenames in os.walk(folder):
-                dirnames.sort()
-                for filename in sorted(filenames):
-                    path = Path(dirpath) / filename
-                    if path.is_symlink() or not path.is_file():
-                        continue
-                    stored = path.suffix.lower() in (".mp4", ".png", ".pdf")
-                    archive.write(path, f"{name}/{path.relative_to(folder).as_posix()}",
-                                  compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+    with atomic_path(target) as temp, zipfile.ZipFile(temp, "w") as archive:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames.sort()
+            for filename in sorted(filenames):
+                path = Path(dirpath) / filename
+                if path.is_symlink() or not path.is_file():
+                    continue
+                stored = path.suffix.lower() in (".mp4", ".png", ".pdf")
+                archive.write(path, f"{name}/{path.relative_to(folder).as_posix()}",
+                              compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
     return target

@@ -7,8 +7,8 @@ takes hours, so it must survive being interrupted. Each clip ends up as
 decoded with PyAV (swf/flv/webm/... are converted to mp4). Every outcome goes to a
 JSONL manifest that a re-run reads to skip finished clips and retry the rest.
 
-    python -m training.download --out data/wlasl/videos --subset WLASL100
-    python -m training.download --out data/wlasl/videos --sources aslpro handspeak --per-host 1
+    python -m training.curate download --subset WLASL100
+    python -m training.curate download --sources aslpro handspeak --per-host 1
 
     from training import download, wlasl
     summary = download.download_instances(wlasl.filter_instances(wlasl.load_wlasl(), subset="WLASL100"),
@@ -18,7 +18,6 @@ JSONL manifest that a re-run reads to skip finished clips and retry the rest.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import http.client
@@ -812,47 +811,3 @@ def download_instances(
     return _summarize(clips, records, already_done=already_done,
                       cancelled=finished < len(clips),
                       elapsed_s=time.monotonic() - started, manifest_path=manifest_path)
-
-
-# --- command line ---------------------------------------------------------------------
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; see the module docstring for examples."""
-    from training import wlasl
-
-    parser = argparse.ArgumentParser(description="Download WLASL clips (resumable; re-run to retry).")
-    parser.add_argument("--out", required=True, type=Path, help="folder for <video_id>.mp4 and manifest.jsonl")
-    parser.add_argument("--metadata", type=Path, default=None, help="WLASL_v0.3.json[.gz] (default: shipped copy)")
-    parser.add_argument("--subset", default=None, help="WLASL100/300/1000/2000 or an nslt_*.json path")
-    parser.add_argument("--gloss", nargs="+", default=None, help="only these glosses")
-    parser.add_argument("--sources", nargs="+", default=None, help="only these source sites")
-    parser.add_argument("--splits", nargs="+", default=None, choices=wlasl.SPLITS)
-    parser.add_argument("--limit", type=int, default=None, help="at most this many clips (for a trial run)")
-    defaults = DownloadConfig()
-    parser.add_argument("--workers", type=int, default=defaults.workers)
-    parser.add_argument("--per-host", type=int, default=defaults.per_host)
-    parser.add_argument("--min-delay", type=float, default=defaults.min_delay_s, help="seconds between requests to one host")
-    parser.add_argument("--timeout", type=float, default=defaults.timeout_s)
-    parser.add_argument("--retries", type=int, default=defaults.retries)
-    parser.add_argument("--rehash", action="store_true", help="re-check sha256 of done clips, not just their size")
-    args = parser.parse_args(argv)
-
-    config = DownloadConfig(workers=args.workers, per_host=args.per_host, min_delay_s=args.min_delay,
-                            timeout_s=args.timeout, retries=args.retries, rehash_existing=args.rehash)
-    instances = wlasl.filter_instances(wlasl.load_wlasl(args.metadata), glossary=args.gloss,
-                                       subset=args.subset, sources=args.sources, splits=args.splits)
-    if args.limit is not None:
-        instances = instances[: args.limit]
-    try:
-        summary = download_instances(instances, args.out, config=config)
-    except KeyboardInterrupt:
-        print("\ninterrupted: .part files and the manifest are kept; run again to resume")
-        return 130
-    print(summary.format_summary())
-    print(f"manifest: {summary.manifest_path}")
-    return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    raise SystemExit(main())

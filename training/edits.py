@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.atomic import write_text
 from training.userdata import UserDataError
 from training.wlasl import WlaslInstance, clip_filename
 
@@ -107,14 +106,4 @@ def apply_edits(
 
 
 def _write(path: Path, edits: Mapping[str, WlaslEdit]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".edits.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({k: dataclasses.asdict(v) for k, v in sorted(edits.items())}, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+    write_text(path, json.dumps({k: dataclasses.asdict(v) for k, v in sorted(edits.items())}, indent=1))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -71,7 +70,7 @@ def evaluate(dataset_name: str, *, split: str = "test", adapter: str | None = No
     """Run base and/or adapter on one split; write the report; return it as a dict."""
     from engine import Engine, load_config
     from training.dataset import load_dataset
-    from training.finetune import write_json
+    from training.atomic import write_json
 
     dataset = load_dataset(dataset_name, data_root)
     rows = dataset.split(split)

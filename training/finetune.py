@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from training.atomic import write_json
+
 log = logging.getLogger(__name__)
 
 
@@ -57,14 +59,6 @@ def base_model_config(engine_config, config):
         return dataclasses.replace(engine_config.model, quantization="4bit", dtype="float32", adapter="")
     # Plain LoRA in fp32: bf16 training on CPU is slower here and less stable (README).
     return dataclasses.replace(engine_config.model, quantization="none", dtype="float32", adapter="")
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Atomic: temp file in the same folder, then rename."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, default=str)
-    os.replace(temp, path)
 
 
 def run_folder(config) -> Path:

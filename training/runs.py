@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from training.dataset import list_datasets
-from training.finetune import write_json
+from training.atomic import write_json
 from training.finetune_config import FinetuneConfigError, load_finetune_config
 
 log = logging.getLogger(__name__)

@@ -12,13 +12,13 @@ built dataset (its rows) or for a selection that is not downloaded yet (the same
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from training.atomic import atomic_path
 
 SPLITS = ("train", "val", "test")
 _COLORS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
@@ -138,16 +138,8 @@ def plot_stats(stats: DatasetStats, path: str | Path, *, title: str = "", top: i
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".stats.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path) as temp:
         fig.savefig(temp, format="png")
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
     return path
 
 

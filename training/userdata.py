@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from training.atomic import atomic_path, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUSES = ("pending", "accepted", "excluded")
@@ -79,14 +80,8 @@ def add_clip(data_root: Path, source_file: str | Path, gloss: str, *, source: st
     clips_dir.mkdir(parents=True, exist_ok=True)
     clip_id = uuid.uuid4().hex[:12]
     target = clips_dir / f"{clip_id}{source_file.suffix.lower()}"
-    fd, temp = tempfile.mkstemp(dir=clips_dir, suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_path(target) as temp:
         shutil.copyfile(source_file, temp)
-        os.replace(temp, target)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
     record = UserClip(clip_id, target.relative_to(data_root).as_posix(), gloss, source, predicted, round(confidence, 4), "pending", time.time())
     with _lock:
         _write(data_root, read_clips(data_root) + [record])
@@ -130,16 +125,4 @@ def resolve_inside(data_root: Path, relative: str) -> Path:
 
 
 def _write(data_root: Path, clips: list[UserClip]) -> None:
-    path = manifest_path(data_root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".manifest.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            for clip in clips:
-                handle.write(json.dumps(asdict(clip)) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+    write_text(manifest_path(data_root), "".join(json.dumps(asdict(clip)) + "\n" for clip in clips))

@@ -1,0 +1,47 @@
+"""Writes that a crash cannot leave half done: write beside the target, then rename.
+
+A reader (a later run, the web app, a resumed download) sees either the old file or the
+new one, never a truncated one: `os.replace` is atomic within a filesystem, and the temp
+file lives in the target's own folder to stay on that filesystem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextmanager
+def atomic_path(target: Path, *, mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temp path beside `target`; on success it replaces `target`, on error it is removed.
+
+    `mode` is set before the rename: mkstemp files are private (0600), and datasets,
+    exports and manifests are meant to be shared.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        yield Path(temp)
+        os.chmod(temp, mode)
+        os.replace(temp, target)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+def write_text(target: Path, text: str) -> None:
+    with atomic_path(target) as temp:
+        with open(temp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_json(target: Path, data: Any) -> None:
+    write_text(target, json.dumps(data, indent=2, default=str))
