@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 from safetensors import safe_open
 
 from conftest import ROOT, tiny_config
@@ -131,3 +132,22 @@ def test_metrics_match_hand_computed_cases():
     assert metrics.top_confusions(truth, predicted) == [("a", "b", 1), ("c", "a", 1), ("c", "b", 1)]
     assert metrics.latency_percentiles([10, 20, 30, 40], (50,)) == {"p50": 25.0}
     assert metrics.top_k_accuracy([], [], 1) == 0.0
+
+
+@pytest.mark.slow
+def test_same_seed_same_adapter(tiny_model_dir, gestures, tmp_path):
+    from training.finetune import finetune
+
+    def train(name: str, seed: int) -> dict[str, torch.Tensor]:
+        config = load_finetune_config(overrides=dict(
+            dataset=str(gestures), output_dir=str(tmp_path), run_name=name, max_steps=3, batch_size=2,
+            grad_accumulation=1, learning_rate=1e-3, warmup_steps=0, save_strategy="no", seed=seed,
+        ))
+        adapter = finetune(config, engine_config=tiny_config(tiny_model_dir)) / "adapter"
+        with safe_open(adapter / "adapter_model.safetensors", "pt") as weights:
+            return {key: weights.get_tensor(key) for key in weights.keys()}
+
+    first, again, other = train("a", 7), train("b", 7), train("c", 8)
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
