@@ -107,7 +107,8 @@ def test_resume_after_kill_9_continues_from_the_last_checkpoint(tiny_model_dir, 
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (run_dir / "adapter").exists()  # killed: no adapter claims to be finished
-    saved = sorted(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*"))
+    # The kill may land while checkpoint-8 is being written: only complete ones count.
+    saved = sorted(int(p.parent.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json"))
     assert saved and saved[-1] < 24
 
     done = subprocess.run(command + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -117,6 +118,17 @@ def test_resume_after_kill_9_continues_from_the_last_checkpoint(tiny_model_dir, 
     assert result["resumed_from"].endswith(f"checkpoint-{saved[-1]}")
     steps = [json.loads(line)["step"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     assert max(steps) == 24 and min(s for s in steps[len(steps) // 2 :]) > 0
+
+
+def test_resume_skips_a_checkpoint_interrupted_while_saving(tmp_path):
+    from training.finetune import last_complete_checkpoint
+
+    for step, state in ((4, '{"global_step": 4}'), (8, '{"global_step": 8}'), (12, '{"global_st')):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-16").mkdir()  # killed before any file was written
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-8")
+    assert last_complete_checkpoint(tmp_path / "missing") is None
 
 
 def test_metrics_match_hand_computed_cases():

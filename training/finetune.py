@@ -66,6 +66,25 @@ def run_folder(config) -> Path:
     return Path(config.output_dir) / name
 
 
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint that was written to the end, or None.
+
+    The Trainer creates `checkpoint-N/` first and fills it file by file, so a kill during
+    a save leaves a folder without its trainer state; resuming from it fails. The state
+    file is written last, so a readable one marks a complete checkpoint.
+    """
+    if not folder.is_dir():
+        return None
+    steps = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit())
+    for _, path in reversed(steps):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return str(path)
+        except (OSError, ValueError):
+            log.warning("Skipping incomplete checkpoint %s (interrupted while saving)", path)
+    return None
+
+
 def _callbacks(run_dir: Path):
     from transformers import TrainerCallback
 
@@ -111,7 +130,6 @@ def finetune(config, *, engine_config=None, resume: bool = False, data_root: Pat
     """Train one run; returns the run folder (its adapter/ exists unless cancelled)."""
     import torch
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
     import datasets as hf_datasets
@@ -182,7 +200,7 @@ def finetune(config, *, engine_config=None, resume: bool = False, data_root: Pat
         peft_config=lora_config(config),
         callbacks=_callbacks(run_dir),
     )
-    checkpoint = get_last_checkpoint(str(run_dir / "checkpoints")) if resume and (run_dir / "checkpoints").is_dir() else None
+    checkpoint = last_complete_checkpoint(run_dir / "checkpoints") if resume else None
     if resume and checkpoint is None:
         log.info("No checkpoint in %s: starting from scratch", run_dir)
     (run_dir / "CANCEL").unlink(missing_ok=True)
