@@ -4,8 +4,9 @@ A sign lasts one to three seconds inside clips that are often much longer (WLASL
 sources hold whole sentences or several signs). Decoding every frame to keep eight is
 the naive cost; here one cheap demux pass (packets only, no decoding) gives every
 frame's timestamp and every keyframe, then each wanted frame is decoded from the
-nearest keyframe at or before it, and never twice. Frames are bit-identical to a full
-decode because decoding always starts at a keyframe.
+nearest keyframe at or before it, never twice, and without the frames nothing refers to
+(most B-frames) on the way. Frames are bit-identical to a full decode because decoding
+always starts at a keyframe and only non-reference frames are left out.
 
 Everything a user can hand us is accepted here and turned into one `Clip`: a video file,
 an image (a 1-frame clip) or the webcam's list of numpy frames. Anything unusable raises
@@ -169,25 +170,30 @@ def _decode_video(path: Path, num_frames: int, frame_start: int, frame_end: int,
         _check_resolution(stream.codec_context.width, stream.codec_context.height, f"The video {path.name}", limits)
         if container.duration and container.duration / av.time_base > limits.max_clip_seconds:
             raise ClipError(_too_long(path, container.duration / av.time_base, limits))
-        frame_pts, keyframes = _index_packets(container, stream, path, limits)
+        frame_pts, keyframes, keyframe_dts = _index_packets(container, stream, path, limits)
         fps = float(stream.average_rate or stream.guessed_rate or 0) or _fps_from_pts(frame_pts, stream)
         _check_complete(container, stream, frame_pts, fps, path)
         indices = sample_indices(*_span(frame_start, frame_end, len(frame_pts)), num_frames)
-        decoded = _decode_at(container, stream, path, frame_pts, [frame_pts[i] for i in sorted(set(indices))], keyframes)
+        targets = [frame_pts[i] for i in sorted(set(indices))]
+        decoded = _decode_at(container, stream, path, frame_pts, targets, keyframes, keyframe_dts)
         frames = [decoded[frame_pts[i]] for i in indices]
     return frames, indices, len(frame_pts), fps
 
 
-def _index_packets(container, stream, path: Path, limits: LimitsConfig) -> tuple[list[int], list[int]]:
-    """Every frame's pts in presentation order, and the keyframes' pts; no decoding."""
-    frame_pts, keyframes = [], []
+def _index_packets(container, stream, path: Path, limits: LimitsConfig) -> tuple[list[int], list[int], dict[int, int]]:
+    """Every frame's pts in presentation order, the keyframes' pts and their dts; no decoding."""
+    frame_pts, keyframes, keyframe_dts = [], [], {}
+    first_dts = None
     try:
         for packet in container.demux(stream):
             if packet.pts is None:
                 continue  # the flush packet at the end, or a container without timestamps
+            dts = packet.pts if packet.dts is None else packet.dts
+            first_dts = dts if first_dts is None else min(first_dts, dts)
             frame_pts.append(packet.pts)
             if packet.is_keyframe:
                 keyframes.append(packet.pts)
+                keyframe_dts[packet.pts] = dts
             seconds = (packet.pts - frame_pts[0]) * stream.time_base
             if seconds > limits.max_clip_seconds:
                 raise ClipError(_too_long(path, float(seconds), limits, at_least=True))
@@ -199,7 +205,8 @@ def _index_packets(container, stream, path: Path, limits: LimitsConfig) -> tuple
     keyframes.sort()
     if not keyframes or keyframes[0] > frame_pts[0]:
         keyframes.insert(0, frame_pts[0])  # decoding from the start is always possible
-    return frame_pts, keyframes
+        keyframe_dts[frame_pts[0]] = first_dts
+    return frame_pts, keyframes, keyframe_dts
 
 
 def _check_complete(container, stream, frame_pts: list[int], fps: float, path: Path) -> None:
@@ -223,7 +230,9 @@ def _check_complete(container, stream, frame_pts: list[int], fps: float, path: P
 SEEK_MIN_SKIP = 12
 
 
-def _decode_at(container, stream, path: Path, frame_pts: list[int], targets: list[int], keyframes: list[int]) -> dict[int, np.ndarray]:
+def _decode_at(
+    container, stream, path: Path, frame_pts: list[int], targets: list[int], keyframes: list[int], keyframe_dts: dict[int, int]
+) -> dict[int, np.ndarray]:
     """Decode the frames with these pts, seeking to a keyframe only when it skips work."""
     found: dict[int, np.ndarray] = {}
     frames = None
@@ -232,23 +241,67 @@ def _decode_at(container, stream, path: Path, frame_pts: list[int], targets: lis
         keyframe = keyframes[bisect.bisect_right(keyframes, target) - 1]
         skipped = bisect.bisect_left(frame_pts, keyframe) - position - 1
         if frames is None or skipped > SEEK_MIN_SKIP:
-            container.seek(keyframe, stream=stream, backward=True, any_frame=False)
-            frames = container.decode(stream)
-        try:
-            for frame in frames:
-                if frame.pts is None:
-                    continue
-                position = bisect.bisect_left(frame_pts, frame.pts)
-                if frame.pts == target:
-                    found[target] = frame.to_ndarray(format="rgb24")
-                    break
-                if frame.pts > target:
-                    break
-        except av.error.FFmpegError:
-            pass  # reported below as a missing frame
+            frames = _decode_from(container, stream, keyframe, keyframe_dts, skip_unless=set(targets))
+        position = _decode_until(frames, target, frame_pts, found)
+        if target not in found:
+            # Packet timestamps that differ from their frame's (some AVI files) can make
+            # skipping drop the very frame wanted: decode everything from the keyframe.
+            frames = _decode_from(container, stream, keyframe, keyframe_dts, skip_unless=None)
+            position = _decode_until(frames, target, frame_pts, found)
         if target not in found:
             raise ClipError(f"The video {path.name} is damaged or cut short: only {len(found)} of {len(targets)} sampled frames could be decoded.")
     return found
+
+
+def _decode_from(container, stream, keyframe: int, keyframe_dts: dict[int, int], skip_unless: set[int] | None):
+    """Frames from the keyframe with pts `keyframe` (or an earlier one), skipping what nobody needs.
+
+    Reaching a frame means decoding from its keyframe, but frames no other frame refers
+    to (most B-frames) can be dropped on the way unless their pts is in `skip_unless`;
+    what is decoded stays bit-identical.
+    """
+    codec = stream.codec_context
+    for packet in _demux_from(container, stream, keyframe, keyframe_dts):
+        skip = skip_unless is not None and packet.pts is not None and packet.pts not in skip_unless
+        codec.skip_frame = "NONREF" if skip else "DEFAULT"
+        yield from codec.decode(packet)
+
+
+def _demux_from(container, stream, keyframe: int, keyframe_dts: dict[int, int]):
+    """Packets from the keyframe with pts `keyframe`, or from an earlier point.
+
+    Demuxers differ in what they seek by: MP4 by presentation time, AVI by decode time,
+    where seeking to a keyframe's pts can land on a later keyframe whose dts is already
+    past it (B-frames, keyframes a few frames apart). A landing after the keyframe is
+    retried at its dts, then at the start of the file.
+    """
+    for timestamp in (keyframe, keyframe_dts[keyframe], keyframe_dts[min(keyframe_dts)]):
+        container.seek(timestamp, stream=stream, backward=True, any_frame=False)
+        packets = container.demux(stream)
+        first = next(packets, None)
+        if first is None or first.pts is None or first.pts <= keyframe:
+            break
+    if first is not None:
+        yield first
+        yield from packets
+
+
+def _decode_until(frames, target: int, frame_pts: list[int], found: dict[int, np.ndarray]) -> int:
+    """Decode on until `target` (stored in `found`) or past it; returns where decoding stopped."""
+    position = -1
+    try:
+        for frame in frames:
+            if frame.pts is None:
+                continue
+            position = bisect.bisect_left(frame_pts, frame.pts)
+            if frame.pts == target:
+                found[target] = frame.to_ndarray(format="rgb24")
+                break
+            if frame.pts > target:
+                break
+    except av.error.FFmpegError:
+        pass  # the caller reports the missing frame
+    return position
 
 
 def _fps_from_pts(frame_pts: list[int], stream) -> float:
