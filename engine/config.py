@@ -12,6 +12,7 @@ for huggingface_hub and is never stored in the config, so no log, error or UI ca
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,29 +161,58 @@ def load_config(
     """
     path = Path(path) if path else DEFAULT_CONFIG
     env = os.environ if env is None else env
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"Config file {path} does not exist.") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"Config file {path} must hold a mapping of sections.")
-    _reject_unknown(raw, _SECTIONS, str(path))
+    raw = read_config_file(path)
+    _reject_unknown(raw, _SECTIONS, str(path), ConfigError)
 
     merged: dict[str, dict[str, Any]] = {name: dict(raw.get(name) or {}) for name in _SECTIONS}
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
             merged[section][key] = env[var]
     for section, values in (overrides or {}).items():
-        _reject_unknown({section: None}, _SECTIONS, "overrides")
+        _reject_unknown({section: None}, _SECTIONS, "overrides", ConfigError)
         merged[section].update(values)
 
     sections = {}
     for name, factory in _SECTIONS.items():
-        cls = type(factory())
-        sections[name] = _build(cls, merged[name], f"{path}: {name}")
+        sections[name] = build_config(type(factory()), merged[name], f"{path}: {name}")
     return EngineConfig(**sections)
+
+
+def read_config_file(path: Path, error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """The mapping a YAML config (or a saved JSON copy of one) holds, or one clear `error`.
+
+    Every typed config of the product (engine, live, dataset, fine-tune) is read here and
+    built by `build_config`, so all of them accept and refuse values the same way.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except FileNotFoundError:
+        raise error(f"Config file {path} does not exist.") from None
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise error(f"Config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise error(f"Config file {path} must hold a mapping of keys.")
+    return raw
+
+
+def build_config(cls: type, values: Mapping[str, Any], where: str, error: type[Exception] = ConfigError) -> Any:
+    """`cls(**values)`, each value turned into its field's type; unknown keys are an error.
+
+    Values arrive as YAML scalars, environment strings, CLI `key=value` text or UI
+    numbers, so "8", 8.0 and 8 all become the int 8, "yes" the bool True and "a,b" a
+    tuple; a value that cannot be turned into its type is refused, never truncated.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _reject_unknown(values, fields, where, error)
+    defaults = cls()
+    parsed = {key: _coerce(value, getattr(defaults, key), f"{where}: {key}", error) for key, value in values.items()}
+    try:
+        return cls(**parsed)
+    except TypeError as exc:
+        raise error(f"{where}: {exc}") from None
 
 
 def load_dotenv(path: str | Path = ROOT / ".env", *, environ: dict[str, str] | None = None) -> list[str]:
@@ -208,23 +238,21 @@ def load_dotenv(path: str | Path = ROOT / ".env", *, environ: dict[str, str] | N
     return names
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    _reject_unknown(values, fields, where)
-    parsed = {}
-    for key, value in values.items():
-        default = getattr(cls(), key)
-        parsed[key] = _coerce(value, type(default), f"{where}.{key}")
-    try:
-        return cls(**parsed)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def _coerce(value: Any, kind: type, where: str) -> Any:
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+def _coerce(value: Any, default: Any, where: str, error: type[Exception]) -> Any:
+    kind = type(default)
+    if kind is tuple:
+        items = [] if value is None else value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise error(f"{where} must be a list, got {value!r}.")
+        item_default = default[0] if default else ""
+        return tuple(_coerce(item.strip() if isinstance(item, str) else item, item_default, where, error)
+                     for item in items if not (isinstance(item, str) and not item.strip()))
+    if dataclasses.is_dataclass(default):
+        if isinstance(value, kind):
+            return value
+    elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
-    if kind is bool and isinstance(value, str):
+    elif kind is bool and isinstance(value, str):
         lowered = value.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
             return True
@@ -232,18 +260,27 @@ def _coerce(value: Any, kind: type, where: str) -> Any:
             return False
     elif kind in (int, float) and not isinstance(value, bool):
         try:
-            return kind(value)
+            number = float(value)
         except (TypeError, ValueError):
-            pass
+            number = None
+        if number is not None and kind is float:
+            return number
+        if number is not None and number.is_integer():
+            return int(number)
+    elif kind is str and value is None:
+        return ""
     elif kind is str and isinstance(value, (int, float)):
         return str(value)
-    raise ConfigError(f"{where} must be {kind.__name__}, got {value!r}.")
+    raise error(f"{where} must be {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r}.")
 
 
-def _reject_unknown(values: Mapping[str, Any], known: Mapping[str, Any], where: str) -> None:
+_KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
+def _reject_unknown(values: Mapping[str, Any], known: Mapping[str, Any], where: str, error: type[Exception]) -> None:
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys are {', '.join(known)}.")
+        raise error(f"{where}: unknown key(s) {', '.join(unknown)}; known keys are {', '.join(known)}.")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -26,7 +26,6 @@ No gradio here: the web app feeds frames and gets segments back.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,8 +33,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import yaml
 
+from engine.config import build_config, read_config_file
 from engine.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,16 +120,7 @@ class LiveConfig:
 def load_live_config(path: str | Path | None = None, *, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> LiveConfig:
     """Read `live.yml` (sections `live:` and `segmenter:`); unknown keys are an error."""
     path = Path(path) if path else DEFAULT_LIVE_CONFIG
-    raw: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from None
-    elif path != DEFAULT_LIVE_CONFIG:
-        raise ConfigError(f"Config file {path} does not exist.")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"Config file {path} must hold the sections live and segmenter.")
+    raw = read_config_file(path) if path.is_file() or path != DEFAULT_LIVE_CONFIG else {}
     sections = {"live": dict(raw.get("live") or {}), "segmenter": dict(raw.get("segmenter") or {})}
     unknown = sorted(set(raw) - set(sections))
     for section, values in (overrides or {}).items():
@@ -140,26 +130,8 @@ def load_live_config(path: str | Path | None = None, *, overrides: Mapping[str, 
             sections[section].update(values)
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; expected live, segmenter.")
-    segmenter = _build(SegmenterConfig, sections["segmenter"], f"{path}: segmenter")
-    return _build(LiveConfig, {**sections["live"], "segmenter": segmenter}, f"{path}: live")
-
-
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; expected one of {', '.join(names)}.")
-    typed = {}
-    for key, value in values.items():
-        default = names[key].default
-        if isinstance(default, (int, float)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{where}: {key} must be a number, got {value!r}.")
-            if isinstance(default, int) and value != int(value):
-                raise ConfigError(f"{where}: {key} must be a whole number, got {value!r}.")
-            value = type(default)(value)
-        typed[key] = value
-    return cls(**typed)
+    segmenter = build_config(SegmenterConfig, sections["segmenter"], f"{path}: segmenter")
+    return build_config(LiveConfig, {**sections["live"], "segmenter": segmenter}, f"{path}: live")
 
 
 class Segmenter:

@@ -55,6 +55,23 @@ def tiny_engine(tiny_model_dir):
     engine.close()
 
 
+@pytest.fixture
+def loading_engine(tiny_model_dir, monkeypatch):
+    """An engine whose background load waits until the test sets the returned event."""
+    import threading
+
+    import engine.model
+    from engine import Engine
+
+    release = threading.Event()
+    real_load = engine.model.load_model
+    monkeypatch.setattr(engine.model, "load_model", lambda *a, **k: (release.wait(30), real_load(*a, **k))[1])
+    loading = Engine(tiny_config(tiny_model_dir)).start(background=True)
+    yield loading, release
+    release.set()
+    loading.close()
+
+
 def free_port() -> int:
     import socket
 

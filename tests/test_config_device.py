@@ -8,7 +8,7 @@ import types
 import pytest
 import torch
 
-from engine.config import DEFAULT_CONFIG, load_config, load_dotenv
+from engine.config import DEFAULT_CONFIG, build_config, load_config, load_dotenv, read_config_file
 from engine.device import Accelerators, choose_device
 from engine.errors import ConfigError, DeviceError
 
@@ -23,6 +23,27 @@ def test_shipped_config_loads_with_documented_defaults():
     assert config.vocabulary_path().is_file()
 
 
+def test_every_config_turns_text_and_numbers_into_field_types(tmp_path):
+    # One coercion for engine, live, dataset and fine-tune settings: values come from
+    # YAML, environment strings, CLI key=value text and UI numbers.
+    from training.dataset import DatasetConfig
+    from training.finetune_config import FinetuneConfig, FinetuneConfigError
+
+    config = build_config(DatasetConfig, {"seed": "7", "max_side": 448.0, "crop_to_bbox": "no", "sources": "aslpro, signingsavvy",
+                                          "split_fractions": ["0.7", 0.2, 0.1]}, "test")
+    assert (config.seed, config.max_side, config.crop_to_bbox) == (7, 448, False)
+    assert config.sources == ("aslpro", "signingsavvy") and config.split_fractions == (0.7, 0.2, 0.1)
+    assert build_config(FinetuneConfig, {"max_steps": "1e3", "learning_rate": "2e-4"}, "test", FinetuneConfigError).max_steps == 1000
+    with pytest.raises(FinetuneConfigError, match="lora_r must be a whole number, got 2.5"):
+        build_config(FinetuneConfig, {"lora_r": 2.5}, "test", FinetuneConfigError)
+    saved = tmp_path / "saved.json"
+    saved.write_text('{"learning_rate": 5e-05, "epochs": 2}')
+    assert build_config(FinetuneConfig, read_config_file(saved), "test").learning_rate == 5e-05
+    saved.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        read_config_file(saved)
+
+
 def test_environment_overrides_single_fields():
     config = load_config(env={"SIGNLENS_MODEL": "/models/internvl", "SIGNLENS_FRAMES": "4", "SIGNLENS_DEVICE": "cpu"})
     assert (config.model.id, config.video.frames_per_clip, config.model.device) == ("/models/internvl", 4, "cpu")
@@ -34,7 +55,7 @@ def test_environment_overrides_single_fields():
         ("model:\n  idd: x\n", "unknown key(s) idd"),
         ("modle:\n  id: x\n", "unknown key(s) modle"),
         ("model:\n  device: tpu\n", "model.device must be one of"),
-        ("video:\n  frames_per_clip: many\n", "must be int"),
+        ("video:\n  frames_per_clip: many\n", "must be a whole number"),
         ("video:\n  frames_per_clip: 0\n", "between 1 and 64"),
         ("recognition:\n  sentence_prompt: no placeholder\n", "{glosses}"),
         ("- a list\n", "mapping"),

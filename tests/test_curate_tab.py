@@ -14,12 +14,13 @@ import pytest
 
 from curation_data import EXPECTED, frame, make_fake_wlasl
 from media import read_index, write_video
-from training import download, userdata
+from training import userdata
 from training.dataset import DatasetConfig, DatasetError
+from training.download_config import DownloadConfig
 from training.userdata import UserDataError
 from webapp.curate_tab import Curator, _user_errors, build_curate_tab
 
-FAST = download.DownloadConfig(workers=2, per_host=2, timeout_s=2.0, retries=0, manifest_interval_s=0.0)
+FAST = DownloadConfig(workers=2, per_host=2, timeout_s=2.0, retries=0, manifest_interval_s=0.0)
 SELECTION = ("assets/glossaries/asl_core_320.txt", "WLASL100", [], "official", ["accepted"])
 
 

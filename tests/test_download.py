@@ -19,16 +19,13 @@ import av
 import pytest
 
 from media import write_video
-from training import download
-from training.download import (
-    HTML_NOT_VIDEO,
-    YT_DLP_MISSING,
-    ContentError,
-    DownloadConfig,
-    download_instances,
-    read_manifest,
-    sniff_container,
-)
+from training import download_fetch
+from training.download import download_instances
+from training.download_config import DownloadConfig
+from training.download_errors import ContentError
+from training.download_fetch import YT_DLP_MISSING
+from training.download_files import HTML_NOT_VIDEO, sniff_container
+from training.download_manifest import read_manifest
 from training.wlasl import WlaslInstance
 
 # Fast settings: the faults are local, so nothing needs real timeouts or backoff.
@@ -311,7 +308,7 @@ def test_undecodable_swf_fails_with_reason(server, tmp_path):
 
 
 def test_youtube_is_skipped_without_yt_dlp(server, monkeypatch, tmp_path):
-    monkeypatch.setattr(download, "_import_yt_dlp", lambda: None)
+    monkeypatch.setattr(download_fetch, "import_yt_dlp", lambda: None)
     items = [_instance("yt1", "https://www.youtube.com/watch?v=0UsjUE-TXns", "aslu"),
              _instance("yt2", "https://youtu.be/glu0Ub9Zss4", "aslu")]
     summary = _run(items, tmp_path)
@@ -341,7 +338,7 @@ def test_youtube_goes_through_yt_dlp_when_installed(monkeypatch, clips, tmp_path
         def prepare_filename(self, info: dict) -> str:
             return seen["outtmpl"].replace("%(ext)s", "flv")
 
-    monkeypatch.setattr(download, "_import_yt_dlp", lambda: type("yt_dlp", (), {"YoutubeDL": FakeYoutubeDL}))
+    monkeypatch.setattr(download_fetch, "import_yt_dlp", lambda: type("yt_dlp", (), {"YoutubeDL": FakeYoutubeDL}))
     url = "https://www.youtube.com/watch?v=0UsjUE-TXns"
     _run([_instance("68011", url, "valencia-asl")], tmp_path)
     (record,) = read_manifest(tmp_path / "manifest.jsonl").values()

@@ -10,7 +10,6 @@ import gradio as gr
 import numpy as np
 import pytest
 
-from conftest import tiny_config
 from engine import Engine
 from engine.segmentation import LiveConfig
 from media import write_video
@@ -201,13 +200,8 @@ def test_api_functions_return_json_and_plain_errors(app, clips):
     assert isinstance(event(blocks, "sentence")("I, WANT DRINK"), str)
 
 
-def test_calls_while_the_model_loads_say_so(tiny_model_dir, tmp_path, clips, monkeypatch):
-    import engine.model
-
-    release = threading.Event()
-    real_load = engine.model.load_model
-    monkeypatch.setattr(engine.model, "load_model", lambda *a, **k: (release.wait(20), real_load(*a, **k))[1])
-    loading = Engine(tiny_config(tiny_model_dir)).start(background=True)
+def test_calls_while_the_model_loads_say_so(loading_engine, tmp_path, clips):
+    loading, release = loading_engine
     blocks = build_app(loading, data_root=tmp_path)
     for name, args in [("recognize", (str(clips[0]), 0, 0)), ("upload_recognize", ([str(clips[0])], 0, 0)), ("sentence", ("HELLO",))]:
         with pytest.raises(gr.Error, match="The model is still loading; try again in a moment."):
@@ -216,4 +210,3 @@ def test_calls_while_the_model_loads_say_so(tiny_model_dir, tmp_path, clips, mon
     release.set()
     assert loading.wait(30).state == "ready"
     assert event(blocks, "recognize")(str(clips[0]), 0, 0)["gloss"]
-    loading.close()

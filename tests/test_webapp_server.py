@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
 import urllib.error
 import urllib.request
 
@@ -15,7 +14,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from conftest import free_port, tiny_config
+from conftest import free_port
 from media import write_video
 from webapp.samples import signer_frames
 
@@ -123,15 +122,10 @@ def test_readme_curl_example_runs(webapp_server, files):
     assert data["gloss"] and len(data["top5"]) == 5
 
 
-def test_pages_are_served_while_the_model_loads(tiny_model_dir, tmp_path, files, monkeypatch):
-    import engine.model
-    from engine import Engine
+def test_pages_are_served_while_the_model_loads(loading_engine, tmp_path, files):
     from webapp.app import build_app, serve
 
-    release = threading.Event()
-    real_load = engine.model.load_model
-    monkeypatch.setattr(engine.model, "load_model", lambda *a, **k: (release.wait(30), real_load(*a, **k))[1])
-    loading = Engine(tiny_config(tiny_model_dir)).start(background=True)
+    loading, release = loading_engine
     app = build_app(loading, data_root=tmp_path)
     serve(app, loading, port=free_port(), prevent_thread_lock=True)
     try:
@@ -145,6 +139,4 @@ def test_pages_are_served_while_the_model_loads(tiny_model_dir, tmp_path, files,
         assert loading.wait(30).state == "ready"
         assert client.predict(handle_file(files["good"]), 0, 0, api_name="/recognize")["gloss"]
     finally:
-        release.set()
         app.close()
-        loading.close()

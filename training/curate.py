@@ -166,12 +166,13 @@ def _ingest(config, data_root: Path) -> int:
 
 def _download(config, data_root: Path, args: argparse.Namespace) -> int:
     from training import dataset, download
+    from training.download_config import DownloadConfig
 
     wanted = [c for c in dataset.plan_dataset(config, data_root).included() if c.origin == "wlasl"]
     if args.limit is not None:
         wanted = wanted[: args.limit]
-    settings = download.DownloadConfig(workers=args.workers, per_host=args.per_host, timeout_s=args.timeout,
-                                       retries=args.retries)
+    settings = DownloadConfig(workers=args.workers, per_host=args.per_host, timeout_s=args.timeout,
+                              retries=args.retries)
     summary = download.download_instances(wanted, dataset.videos_dir(data_root), config=settings,
                                           manifest_path=dataset.download_manifest(data_root))
     print(summary.format_summary())

@@ -44,9 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tqdm import tqdm
 
+from engine.config import build_config, read_config_file
 from training.atomic import atomic_path
 from training import edits as edits_store
 from training import stats as stats_mod
@@ -159,51 +159,11 @@ class DatasetConfig:
 def load_dataset_config(path: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None) -> DatasetConfig:
     """YAML (or a built dataset's config.json) in, ``overrides`` on top; unknown keys are an error."""
     path = Path(path) if path else DEFAULT_DATASET_CONFIG
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise DatasetError(f"Dataset config {path} does not exist.") from None
-    except yaml.YAMLError as exc:
-        raise DatasetError(f"Dataset config {path} is not valid YAML: {exc}") from None
-    if isinstance(raw, dict) and isinstance(raw.get("dataset"), dict) and "rows" in raw:
+    raw = read_config_file(path, DatasetError)
+    if isinstance(raw.get("dataset"), dict) and "rows" in raw:
         raw = raw["dataset"]  # a dataset's config.json: rebuild exactly that dataset
-    if not isinstance(raw, dict):
-        raise DatasetError(f"Dataset config {path} must hold a mapping of keys.")
     merged = {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    fields = {f.name: f for f in dataclasses.fields(DatasetConfig)}
-    unknown = sorted(set(merged) - set(fields))
-    if unknown:
-        raise DatasetError(f"{path}: unknown key(s) {', '.join(unknown)}; known keys are {', '.join(fields)}.")
-    defaults = DatasetConfig()
-    values = {key: _coerce(value, getattr(defaults, key), f"{path}: {key}") for key, value in merged.items()}
-    return DatasetConfig(**values)
-
-
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    kind = type(default)
-    if kind is tuple:
-        items = value.split(",") if isinstance(value, str) else value
-        if items is None:
-            return ()
-        if not isinstance(items, (list, tuple)):
-            raise DatasetError(f"{where} must be a list, got {value!r}.")
-        item_kind = type(default[0]) if default else str
-        return tuple(_coerce(v.strip() if isinstance(v, str) else v, item_kind(), where) for v in items
-                     if not (isinstance(v, str) and not v.strip()))
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    if kind is bool and isinstance(value, str) and value.strip().lower() in ("1", "0", "true", "false", "yes", "no"):
-        return value.strip().lower() in ("1", "true", "yes")
-    if kind in (int, float) and not isinstance(value, bool):
-        try:
-            return kind(value)
-        except (TypeError, ValueError):
-            pass
-    if kind is str and value is None:
-        return ""
-    if kind is str and isinstance(value, (int, float)):
-        return str(value)
-    raise DatasetError(f"{where} must be {kind.__name__}, got {value!r}.")
+    return build_config(DatasetConfig, merged, str(path), DatasetError)
 
 
 # --- plan: which clips, with which gloss and split ------------------------------------

@@ -7,13 +7,12 @@ a run can be repeated from that file alone: `--config runs/<name>/finetune_confi
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
+from engine.config import build_config, read_config_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FINETUNE_CONFIG = ROOT / "assets" / "config" / "finetune.yml"
@@ -93,21 +92,8 @@ class FinetuneConfig:
 def load_finetune_config(path: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None) -> FinetuneConfig:
     """YAML (or a saved finetune_config.json) first, then `overrides` (CLI `--set k=v`)."""
     path = Path(path) if path else DEFAULT_FINETUNE_CONFIG
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise FinetuneConfigError(f"Config file {path} does not exist.") from None
-    raw = json.loads(text) if path.suffix == ".json" else (yaml.safe_load(text) or {})
-    if not isinstance(raw, dict):
-        raise FinetuneConfigError(f"Config file {path} must hold a mapping.")
-    raw = {**raw, **(overrides or {})}
-    fields = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise FinetuneConfigError(f"{path}: unknown key(s) {', '.join(unknown)}.")
-    defaults = FinetuneConfig()
-    values = {key: _coerce(value, getattr(defaults, key), key) for key, value in raw.items()}
-    return FinetuneConfig(**values)
+    raw = {**read_config_file(path, FinetuneConfigError), **(overrides or {})}
+    return build_config(FinetuneConfig, raw, str(path), FinetuneConfigError)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -119,21 +105,3 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
             raise FinetuneConfigError(f"--set expects key=value, got {pair!r}.")
         out[key.strip()] = value.strip()
     return out
-
-
-def _coerce(value: Any, default: Any, key: str) -> Any:
-    kind = type(default)
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    try:
-        if kind is bool:
-            if str(value).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(value).lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if kind in (int, float):
-            return kind(float(value)) if kind is int and float(value).is_integer() else kind(value)
-        return kind(value)
-    except (TypeError, ValueError):
-        raise FinetuneConfigError(f"{key} must be {kind.__name__}, got {value!r}.") from None

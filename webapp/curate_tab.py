@@ -25,6 +25,7 @@ import gradio as gr
 
 from training import dataset, download, edits, stats, userdata, wlasl
 from training.dataset import DatasetConfig, DatasetError
+from training.download_config import DownloadConfig
 from training.jobs import BackgroundJob, JobBusy
 from training.userdata import UserDataError
 
@@ -52,10 +53,10 @@ class Curator:
     """The tab's event functions; the selection arrives as (glossary, subset, sources, splits, statuses)."""
 
     def __init__(self, data_root: Path, *, base: DatasetConfig | None = None, engine_config: Any = None,
-                 download_config: download.DownloadConfig | None = None) -> None:
+                 download_config: DownloadConfig | None = None) -> None:
         self.data_root = Path(data_root).resolve()
         self.base = base or dataset.load_dataset_config()
-        self.download_config = download_config or download.DownloadConfig()
+        self.download_config = download_config or DownloadConfig()
         self.engine_config = engine_config
         self.job = BackgroundJob(expected_errors=(DatasetError, UserDataError))
         # (label, value) of the glossary picker: the shipped glossaries, the configured one, all of WLASL.
@@ -259,7 +260,7 @@ def _clip_row(clip: dataset.PlannedClip) -> list[Any]:
 
 
 def build_curate_tab(engine: Any, data_root: Path, *, base: DatasetConfig | None = None,
-                     download_config: download.DownloadConfig | None = None) -> Curator:
+                     download_config: DownloadConfig | None = None) -> Curator:
     """Lay out the Curate tab in the current `gr.Tab` context and wire its events.
 
     The engine gives the defaults: its vocabulary as the glossary (when it is a shipped
