@@ -12,7 +12,7 @@ Two kinds of picture:
 Two keyframe intervals: 1 s (phones, webcams and streaming encoders) and x264's default
 250 frames (8.3 s).
 
-- decode-all: decode every frame, convert the sampled ones to RGB (the original code).
+- decode-all: decode every frame, keep and convert only the sampled ones to RGB.
 - ours: engine.video.load_clip.
 - keyframe bound: seek to each distinct keyframe that precedes a sampled frame and decode
   that keyframe only; any method must at least do this (it cannot start decoding elsewhere).
@@ -94,9 +94,12 @@ def noise_frames():
 
 def decode_all(path: Path, count: int) -> list[np.ndarray]:
     with av.open(str(path)) as container:
-        frames = list(container.decode(video=0))
-    wanted = sample_indices(0, len(frames) - 1, count)
-    return [frames[i].to_ndarray(format="rgb24") for i in wanted]
+        wanted = sample_indices(0, container.streams.video[0].frames - 1, count)
+        kept = {}
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in wanted:
+                kept[index] = frame.to_ndarray(format="rgb24")
+    return [kept[i] for i in wanted]
 
 
 def keyframe_bound(path: Path, count: int) -> list[np.ndarray]:
