@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import yaml
 
@@ -161,21 +161,28 @@ def load_config(
     """
     path = Path(path) if path else DEFAULT_CONFIG
     env = os.environ if env is None else env
-    raw = read_config_file(path)
-    _reject_unknown(raw, _SECTIONS, str(path), ConfigError)
-
-    merged: dict[str, dict[str, Any]] = {name: dict(raw.get(name) or {}) for name in _SECTIONS}
+    environment: dict[str, dict[str, str]] = {}
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
-            merged[section][key] = env[var]
-    for section, values in (overrides or {}).items():
-        _reject_unknown({section: None}, _SECTIONS, "overrides", ConfigError)
-        merged[section].update(values)
-
-    sections = {}
-    for name, factory in _SECTIONS.items():
-        sections[name] = build_config(type(factory()), merged[name], f"{path}: {name}")
+            environment.setdefault(section, {})[key] = env[var]
+    merged = merge_sections(str(path), _SECTIONS, read_config_file(path), environment, overrides)
+    sections = {name: build_config(type(factory()), merged[name], f"{path}: {name}") for name, factory in _SECTIONS.items()}
     return EngineConfig(**sections)
+
+
+def merge_sections(where: str, names: Iterable[str], *layers: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Layers of `{section: {key: value}}` (file, environment, code) merged in order.
+
+    A section that is not in `names` is an error, like an unknown key.
+    """
+    merged: dict[str, dict[str, Any]] = {name: {} for name in names}
+    for layer in layers:
+        _reject_unknown(layer or {}, merged, where, ConfigError)
+        for section, values in (layer or {}).items():
+            if values is not None and not isinstance(values, Mapping):
+                raise ConfigError(f"{where}: {section} must hold keys, got {values!r}.")
+            merged[section].update(values or {})
+    return merged
 
 
 def read_config_file(path: Path, error: type[Exception] = ConfigError) -> dict[str, Any]:
@@ -247,10 +254,7 @@ def _coerce(value: Any, default: Any, where: str, error: type[Exception]) -> Any
         item_default = default[0] if default else ""
         return tuple(_coerce(item.strip() if isinstance(item, str) else item, item_default, where, error)
                      for item in items if not (isinstance(item, str) and not item.strip()))
-    if dataclasses.is_dataclass(default):
-        if isinstance(value, kind):
-            return value
-    elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     elif kind is bool and isinstance(value, str):
         lowered = value.strip().lower()

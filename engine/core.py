@@ -98,7 +98,9 @@ class Engine:
         self._adapter = ""
         self._peft: Any = None
         self._thread: threading.Thread | None = None
-        self._vocabulary = load_vocabulary(config.vocabulary_path())
+        # The vocabulary without an adapter, restored when one is unloaded.
+        self._base_vocabulary = load_vocabulary(config.vocabulary_path())
+        self._vocabulary = self._base_vocabulary
         self._candidates: list[list[int]] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -179,9 +181,11 @@ class Engine:
         return self._vocabulary
 
     def set_vocabulary(self, path: str | Path) -> Vocabulary:
+        """Score over these glosses from now on, and after any adapter is unloaded."""
         vocabulary = load_vocabulary(path)
         with self._lock:
-            self._vocabulary, self._candidates = vocabulary, None
+            self._base_vocabulary = self._vocabulary = vocabulary
+            self._candidates = None
         return vocabulary
 
     # ---------------------------------------------------------------- recognition
@@ -243,7 +247,7 @@ class Engine:
 
         An adapter trained by training.finetune carries the glosses it learned in
         `vocabulary.txt`; they become the active vocabulary, since scoring glosses the
-        adapter never saw would only dilute its answers. Unloading restores the config's.
+        adapter never saw would only dilute its answers. Unloading restores the one before.
         PEFT is called directly rather than through transformers' `load_adapter`, which
         in transformers 5.24 demands a PEFT release that does not exist yet (0.22).
         """
@@ -276,8 +280,8 @@ class Engine:
             # `modules_to_save`): PEFT's unload() would otherwise leave the trained copy in place.
             self._peft.delete_adapter(self._peft.active_adapter)
             self._peft.unload()  # removes the LoRA layers from the base model in place
-            if self._vocabulary.source != str(self.config.vocabulary_path()):
-                self._vocabulary, self._candidates = load_vocabulary(self.config.vocabulary_path()), None
+        if self._vocabulary is not self._base_vocabulary:
+            self._vocabulary, self._candidates = self._base_vocabulary, None
         self._peft, self._adapter = None, ""
 
     def _model(self, loaded: LoadedModel) -> Any:

@@ -29,11 +29,6 @@ def clip_messages(num_frames: int, question: str) -> list[dict]:
     return [{"role": "user", "content": content}]
 
 
-def answer_messages(gloss: str) -> list[dict]:
-    """The assistant turn that training supervises: the gloss alone, as it is scored."""
-    return [{"role": "assistant", "content": [{"type": "text", "text": gloss}]}]
-
-
 def text_messages(text: str) -> list[dict]:
     """A text-only user turn (sentence building uses the language model alone)."""
     return [{"role": "user", "content": [{"type": "text", "text": text}]}]

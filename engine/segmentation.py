@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from engine.config import build_config, read_config_file
+from engine.config import build_config, merge_sections, read_config_file
 from engine.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,16 +120,7 @@ class LiveConfig:
 def load_live_config(path: str | Path | None = None, *, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> LiveConfig:
     """Read `live.yml` (sections `live:` and `segmenter:`); unknown keys are an error."""
     path = Path(path) if path else DEFAULT_LIVE_CONFIG
-    raw = read_config_file(path) if path.is_file() or path != DEFAULT_LIVE_CONFIG else {}
-    sections = {"live": dict(raw.get("live") or {}), "segmenter": dict(raw.get("segmenter") or {})}
-    unknown = sorted(set(raw) - set(sections))
-    for section, values in (overrides or {}).items():
-        if section not in sections:
-            unknown.append(section)
-        else:
-            sections[section].update(values)
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; expected live, segmenter.")
+    sections = merge_sections(str(path), ("live", "segmenter"), read_config_file(path), overrides)
     segmenter = build_config(SegmenterConfig, sections["segmenter"], f"{path}: segmenter")
     return build_config(LiveConfig, {**sections["live"], "segmenter": segmenter}, f"{path}: live")
 

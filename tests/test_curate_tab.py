@@ -18,7 +18,8 @@ from training import userdata
 from training.dataset import DatasetConfig, DatasetError
 from training.download_config import DownloadConfig
 from training.userdata import UserDataError
-from webapp.curate_tab import Curator, _user_errors, build_curate_tab
+from webapp.common import user_errors
+from webapp.curate_tab import Curator, build_curate_tab
 
 FAST = DownloadConfig(workers=2, per_host=2, timeout_s=2.0, retries=0, manifest_interval_s=0.0)
 SELECTION = ("assets/glossaries/asl_core_320.txt", "WLASL100", [], "official", ["accepted"])
@@ -112,7 +113,7 @@ def test_paths_and_ids_cannot_leave_the_data_root(curator):
         with pytest.raises(DatasetError):
             curator.start_build(name, *SELECTION)
     with pytest.raises(gr.Error, match="Choose a clip in the table first"):
-        _user_errors(curator.preview)("nonsense")
+        user_errors(curator.preview)("nonsense")
 
 
 def test_build_in_the_background_then_export(curator):

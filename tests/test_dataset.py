@@ -90,11 +90,6 @@ def test_training_samples_the_frames_inference_would(built, engine_config):
                              frame_end=row["frame_end"], bbox=row["bbox"])
         stored = data.frames(row)
         assert [read_index(f) for f in stored.frames] == [read_index(f) for f in original.frames]
-    example = data.example(data.rows[0], prompt=engine_config.recognition.prompt)
-    from engine.prompt import answer_messages, clip_messages
-
-    assert example["prompt"] == clip_messages(8, engine_config.recognition.prompt)
-    assert example["completion"] == answer_messages(data.rows[0]["gloss"]) and len(example["images"]) == 8
 
 
 def test_rebuild_reuses_the_cache_and_replaces_the_old_dataset(built, engine_config):

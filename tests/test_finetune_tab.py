@@ -246,9 +246,9 @@ def test_a_crashed_run_is_marked_failed_and_can_resume(manager, tmp_path):
 
 
 def _ui(fn):
-    from webapp.finetune_tab import _user_errors
+    from webapp.common import user_errors
 
-    return _user_errors(fn)
+    return user_errors(fn)
 
 
 @pytest.mark.slow

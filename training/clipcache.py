@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -34,6 +33,8 @@ import av
 import cv2
 import numpy as np
 
+from training.atomic import atomic_path, write_json
+
 # Bump when the encoding below changes, so old cache entries are not reused.
 CACHE_VERSION = 1
 # Frames decoded per load_clip call: bounds memory on long, high-resolution sources
@@ -41,8 +42,6 @@ CACHE_VERSION = 1
 _CHUNK = 32
 # x264 quality for stored clips: visually lossless, and the clips are re-scaled anyway.
 _ENCODE_OPTIONS = {"crf": "17", "preset": "veryfast", "bf": "0"}
-# mkstemp files are private (0600); cached clips are linked into datasets meant to be shared.
-_FILE_MODE = 0o644
 
 
 @dataclass(frozen=True)
@@ -86,12 +85,9 @@ def prepare_clip(
     end = probe.total_frames - 1 if frame_end == -1 else min(frame_end, probe.total_frames) - 1
     fps = Fraction(probe.fps).limit_denominator(1001) if probe.fps > 0 else Fraction(25)
     fps = min(max(fps, Fraction(1)), Fraction(240))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".clip.", suffix=".mp4")
-    os.close(fd)
     written, size = 0, None
-    try:
-        with av.open(temp, "w", format="mp4") as out:
+    with atomic_path(target) as temp:
+        with av.open(str(temp), "w", format="mp4") as out:
             stream = None
             for first in range(start, end + 1, _CHUNK):
                 count = min(_CHUNK, end + 1 - first)
@@ -114,11 +110,6 @@ def prepare_clip(
                 out.mux(stream.encode(None))
         if written != end - start + 1:
             raise ClipError(f"The video {source.name} gave {written} of its {end - start + 1} span frames.")
-        os.chmod(temp, _FILE_MODE)
-        os.replace(temp, target)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
     return ClipInfo(frames=written, fps=float(fps), width=size[0], height=size[1])
 
 
@@ -166,11 +157,7 @@ def cached_clip(
         except (ValueError, TypeError):
             pass  # a damaged sidecar: make the clip again
     info = prepare_clip(source, clip, frame_start=frame_start, frame_end=frame_end, bbox=bbox, max_side=max_side)
-    fd, temp = tempfile.mkstemp(dir=folder, prefix=".meta.", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(asdict(info), handle)
-    os.chmod(temp, _FILE_MODE)
-    os.replace(temp, meta)
+    write_json(meta, asdict(info))
     return clip, info, False
 
 

@@ -16,13 +16,14 @@ through the engine's own video code) and writes, atomically,
 
 The folder is built under a temporary name and renamed into place, so a failed or
 stopped build leaves the previous dataset (or none), never half of one. Training reads
-it back with ``load_dataset(...).example(row)``, which samples frames with the engine's
-``load_clip`` and builds the prompt with ``engine.prompt``: the inputs inference sees.
+it back with ``load_dataset(...).frames(row)``, the engine's own ``load_clip``, and
+``training.sft_data.ClipCollator`` builds the prompt with ``engine.prompt``: the inputs
+inference sees.
 
     from training.dataset import DatasetConfig, build_dataset, load_dataset
     report = build_dataset(DatasetConfig(name="wlasl100", subset="WLASL100"))
     data = load_dataset("wlasl100")
-    example = data.example(data.rows[0], prompt=engine_config.recognition.prompt)
+    clip = data.frames(data.rows[0])             # engine.video.Clip, frames_per_clip frames
 """
 
 from __future__ import annotations
@@ -581,20 +582,6 @@ class Dataset:
         from engine.video import load_clip
 
         return load_clip(self.clip_path(row), num_frames=self.config.frames_per_clip, limits=limits or LimitsConfig())
-
-    def example(self, row: Mapping[str, Any], *, prompt: str) -> dict[str, Any]:
-        """A TRL conversational prompt/completion row with the frames as images.
-
-        ``prompt`` is the engine's ``recognition.prompt``: training must ask what inference asks.
-        """
-        from PIL import Image
-
-        from engine.prompt import answer_messages, clip_messages
-
-        clip = self.frames(row)
-        return {"images": [Image.fromarray(frame) for frame in clip.frames],
-                "prompt": clip_messages(len(clip.frames), prompt),
-                "completion": answer_messages(row["gloss"])}
 
 
 def load_dataset(name_or_folder: str | Path, data_root: Path | None = None) -> Dataset:

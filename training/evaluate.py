@@ -70,7 +70,7 @@ def evaluate(dataset_name: str, *, split: str = "test", adapter: str | None = No
     """Run base and/or adapter on one split; write the report; return it as a dict."""
     from engine import Engine, load_config
     from training.dataset import load_dataset
-    from training.atomic import write_json
+    from training.atomic import write_json, write_text
 
     dataset = load_dataset(dataset_name, data_root)
     rows = dataset.split(split)
@@ -80,7 +80,7 @@ def evaluate(dataset_name: str, *, split: str = "test", adapter: str | None = No
     out = Path(out_dir) if out_dir else (Path(adapter).parent if adapter else Path("reports") / dataset.folder.name)
     out.mkdir(parents=True, exist_ok=True)
     vocabulary = out / "eval_vocabulary.txt"
-    vocabulary.write_text("\n".join(glosses) + "\n")
+    write_text(vocabulary, "\n".join(glosses) + "\n")
 
     engine_config = engine_config or load_config()
     engine_config = dataclasses.replace(
@@ -95,6 +95,9 @@ def evaluate(dataset_name: str, *, split: str = "test", adapter: str | None = No
         results.append(evaluate_rows(engine, dataset, rows, model="base"))
     if adapter:
         engine.load_adapter(adapter)
+        # Both models ranked over the same glosses: the adapter brings its training
+        # glosses, which differ when evaluating on another dataset.
+        engine.set_vocabulary(vocabulary)
         results.append(evaluate_rows(engine, dataset, rows, model="adapter"))
     engine.close()
 
@@ -109,7 +112,7 @@ def evaluate(dataset_name: str, *, split: str = "test", adapter: str | None = No
     for result in results:
         plot_confusion(result, glosses, out / f"confusion_{result.model}.png")
     write_json(out / "report.json", report)
-    (out / "report.md").write_text(render_markdown(report, results))
+    write_text(out / "report.md", render_markdown(report, results))
     return report
 
 

@@ -105,14 +105,34 @@ def _callbacks(run_dir: Path):
     return [RunLog()]
 
 
+def read_losses(log_file: Path) -> list[tuple[int, float]]:
+    """(step, loss) from train_log.jsonl, for the plot here and the UI's live curve.
+
+    After a resume the repeated steps keep their latest value; a line being written right
+    now (or cut by a kill) is skipped rather than failing a finished run.
+    """
+    try:
+        text = log_file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    points: dict[int, float] = {}
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+            if "loss" in record:
+                points[int(record["step"])] = float(record["loss"])
+        except (ValueError, TypeError, KeyError):
+            continue
+    return sorted(points.items())
+
+
 def plot_loss(log_file: Path, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()] if log_file.exists() else []
-    points = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    points = read_losses(log_file)
     figure, axis = plt.subplots(figsize=(6, 3.5), dpi=100)
     if points:
         axis.plot(*zip(*points), marker="o", markersize=3)

@@ -1,7 +1,7 @@
 """Recognition metrics, WLASL convention: per instance top-k, plus per-class views.
 
 Pure functions over (true gloss, ranked guesses) pairs, so they can be checked against
-hand-computed cases (tests/test_metrics.py) without a model.
+hand-computed cases (tests/test_finetune.py) without a model.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ from typing import Any
 
 from training.dataset import list_datasets
 from training.atomic import write_json
+from training.finetune import read_losses
 from training.finetune_config import FinetuneConfigError, load_finetune_config
 
 log = logging.getLogger(__name__)
@@ -282,16 +283,7 @@ class RunManager:
 
     def losses(self, name: str) -> list[tuple[int, float]]:
         """(step, loss) from train_log.jsonl; after a resume the repeated steps keep their latest value."""
-        path = self._folder(name) / "train_log.jsonl"
-        points: dict[int, float] = {}
-        for line in _read_text(path).splitlines():
-            try:
-                record = json.loads(line)
-                if "loss" in record:
-                    points[int(record["step"])] = float(record["loss"])
-            except (ValueError, TypeError, KeyError):
-                continue  # a line being written right now
-        return sorted(points.items())
+        return read_losses(self._folder(name) / "train_log.jsonl")
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         """The end of the run's most recently written log (training or evaluation).

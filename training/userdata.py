@@ -67,8 +67,15 @@ def read_clips(data_root: Path) -> list[UserClip]:
     return [UserClip(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
-def add_clip(data_root: Path, source_file: str | Path, gloss: str, *, source: str, predicted: str = "", confidence: float = 0.0) -> UserClip:
-    """Copy a clip into the store under `gloss` and list it, atomically."""
+def add_clip(data_root: Path, source_file: str | Path, gloss: str, *, source: str, predicted: str = "", confidence: float = 0.0,
+             status: str = "pending") -> UserClip:
+    """Copy a clip into the store under `gloss` and list it, atomically.
+
+    Corrections from Upload and Live wait for review ("pending"); a curator's own clip is
+    listed "accepted" in the same write.
+    """
+    if status not in STATUSES:
+        raise UserDataError(f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.")
     gloss = gloss.strip()
     if not gloss:
         raise UserDataError("Choose the gloss this clip shows before saving it.")
@@ -82,7 +89,7 @@ def add_clip(data_root: Path, source_file: str | Path, gloss: str, *, source: st
     target = clips_dir / f"{clip_id}{source_file.suffix.lower()}"
     with atomic_path(target) as temp:
         shutil.copyfile(source_file, temp)
-    record = UserClip(clip_id, target.relative_to(data_root).as_posix(), gloss, source, predicted, round(confidence, 4), "pending", time.time())
+    record = UserClip(clip_id, target.relative_to(data_root).as_posix(), gloss, source, predicted, round(confidence, 4), status, time.time())
     with _lock:
         _write(data_root, read_clips(data_root) + [record])
     return record

@@ -52,8 +52,8 @@ def build_app(engine: Engine, *, data_root: Path, live_config: LiveConfig | None
         build_api(engine)
 
         def refresh():
-            state = engine.status().state
-            return status_markdown(engine.status()), gr.Timer(value=1.0 if state in ("idle", "loading") else 5.0)
+            current = engine.status()
+            return status_markdown(current), gr.Timer(value=1.0 if current.state in ("idle", "loading") else 5.0)
 
         # On every page load too, so the header is never stale.
         app.load(refresh, outputs=[status, timer], api_name="status_load", api_visibility="private", queue=False, show_progress="hidden")

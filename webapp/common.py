@@ -13,6 +13,10 @@ import numpy as np
 from engine import Engine, RecognitionResult, SignLensError
 from engine.core import Prediction
 from engine.trim import frame_span
+from training.dataset import DatasetError
+from training.finetune_config import FinetuneConfigError
+from training.jobs import JobBusy
+from training.runs import RunError
 from training.userdata import UserDataError
 
 # Every event that runs the model joins this queue group. Two at a time: one request can
@@ -26,8 +30,12 @@ MODEL_CONCURRENCY = 2
 THUMBNAIL_WIDTH = 224
 
 
+# Errors whose message is one sentence meant for the user, from every room of the product.
+USER_ERRORS = (SignLensError, UserDataError, DatasetError, JobBusy, RunError, FinetuneConfigError)
+
+
 def user_errors(fn: Callable) -> Callable:
-    """Turn the engine's and the data store's one-sentence errors into `gr.Error`.
+    """Turn the engine's and the training code's one-sentence errors into `gr.Error`.
 
     Anything else is a bug: Gradio logs it and shows a generic "Error" (show_error is off),
     so no traceback ever reaches the page.
@@ -37,7 +45,7 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (SignLensError, UserDataError) as exc:
+        except USER_ERRORS as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
     return wrapper

@@ -19,34 +19,21 @@ import functools
 import hashlib
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 
 from training import dataset, download, edits, stats, userdata, wlasl
 from training.dataset import DatasetConfig, DatasetError
 from training.download_config import DownloadConfig
-from training.jobs import BackgroundJob, JobBusy
+from training.jobs import BackgroundJob
 from training.userdata import UserDataError
+from webapp.common import user_errors
 
 CLIP_COLUMNS = ["clip", "gloss", "status", "source", "signer", "split", "file", "note"]
 GLOSS_COLUMNS = ["gloss", "train", "val", "test", "total"]
 ALL_WLASL = "all WLASL"
 NO_CLIP = "Choose a clip in the table first."
-
-
-def _user_errors(fn: Callable) -> Callable:
-    """Domain errors become one-sentence `gr.Error`s; anything else is a bug Gradio logs."""
-    from engine.errors import SignLensError
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (DatasetError, UserDataError, SignLensError, JobBusy) as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-
-    return wrapper
 
 
 class Curator:
@@ -165,8 +152,7 @@ class Curator:
         """A curator's own clip: stored and accepted at once (the curator is the reviewer)."""
         if not video:
             raise UserDataError("Upload or record a clip first.")
-        record = userdata.add_clip(self.data_root, video, gloss or "", source="curate")
-        userdata.update_clip(self.data_root, record.id, status="accepted")
+        record = userdata.add_clip(self.data_root, video, gloss or "", source="curate", status="accepted")
         return f"Added user:{record.id} as **{record.gloss}**." + self._outside_glossary(record.gloss, glossary)
 
     # --- download, build, export ------------------------------------------------------
@@ -266,18 +252,18 @@ def build_curate_tab(engine: Any, data_root: Path, *, base: DatasetConfig | None
     The engine gives the defaults: its vocabulary as the glossary (when it is a shipped
     one) and its frames per clip. Returns the `Curator` (tests drive it directly).
     """
-    engine_config = getattr(engine, "config", None)
+    engine_config = engine.config
     base = base or dataset.load_dataset_config()
-    vocabulary = getattr(getattr(engine_config, "recognition", None), "vocabulary", "")
-    if vocabulary and (dataset.ROOT / vocabulary).resolve().parent == dataset.GLOSSARY_DIR.resolve():
-        base = dataclasses.replace(base, glossary=(dataset.ROOT / vocabulary).resolve().relative_to(dataset.ROOT).as_posix())
+    vocabulary = engine_config.vocabulary_path().resolve()
+    if vocabulary.parent == dataset.GLOSSARY_DIR.resolve():
+        base = dataclasses.replace(base, glossary=vocabulary.relative_to(dataset.ROOT.resolve()).as_posix())
     curator = Curator(data_root, base=base, engine_config=engine_config, download_config=download_config)
     root = curator.data_root
     # Clips, previews and exports are served from where they are (no copy into Gradio's
     # cache, whatever the data root's location); only these folders, never the whole root.
     gr.set_static_paths([root / "cache" / "clips", root / "user" / "clips", root / "exports"])
     base = curator.base
-    errors = _user_errors
+    errors = user_errors
     try:  # the glosses to search and label with, before "Show stats" refreshes them
         glosses = dataset.plan_dataset(base, root).glosses()
     except (DatasetError, UserDataError, OSError):

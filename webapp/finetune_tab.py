@@ -17,17 +17,16 @@ No torch or transformers here, nor in training/runs.py: the processes import the
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
-import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 
-from training.dataset import DatasetError, list_datasets
-from training.finetune_config import FinetuneConfig, FinetuneConfigError, load_finetune_config
+from training.dataset import list_datasets
+from training.finetune_config import FinetuneConfig, load_finetune_config
 from training.runs import RunError, RunInfo, RunManager, check_name, default_runs_root
+from webapp.common import user_errors
 
 ADAPTER_COLUMNS = ["run", "dataset", "steps", "train loss", "samples/s", "top-1", "top-5", "base top-1", "active"]
 # The config fields the tab lets users edit; the rest come from assets/config/finetune.yml.
@@ -38,25 +37,6 @@ NO_ADAPTER = "Choose an adapter first."
 LOG_LINES = 15
 
 
-def _user_errors(fn: Callable) -> Callable:
-    """Domain errors become one-sentence `gr.Error`s; anything else is a bug Gradio logs."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            # The engine's errors without importing the engine (and torch) here: if one was
-            # raised, its module is loaded.
-            engine_errors = sys.modules.get("engine.errors")
-            if isinstance(exc, (RunError, DatasetError, FinetuneConfigError)) or (
-                    engine_errors is not None and isinstance(exc, engine_errors.SignLensError)):
-                raise gr.Error(str(exc), print_exception=False) from None
-            raise
-
-    return wrapper
-
-
 class FineTuner:
     """The tab's event functions over one engine, one data root and one runs folder."""
 
@@ -64,11 +44,11 @@ class FineTuner:
                  config: FinetuneConfig | None = None, manager: RunManager | None = None) -> None:
         self.engine = engine
         self.data_root = Path(data_root).resolve()
-        self.config = config or load_finetune_config()
+        defaults = load_finetune_config()
+        self.config = config or defaults
         self.manager = manager or RunManager(runs_root or default_runs_root(), self.data_root,
                                              engine_config=getattr(engine, "config", None))
         # What `config` changes from the YAML: passed to every run besides the tab's fields.
-        defaults = load_finetune_config()
         self._base = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(FinetuneConfig)
                       if f.name not in ("dataset", "run_name", "output_dir")
                       and getattr(self.config, f.name) != getattr(defaults, f.name)}
@@ -126,14 +106,15 @@ class FineTuner:
 
     # --- adapters ---------------------------------------------------------------------
 
-    def adapter_table(self) -> list[list[Any]]:
-        """Finished adapters with their metrics, newest first."""
+    def adapter_table(self, runs: list[RunInfo] | None = None) -> list[list[Any]]:
+        """Finished adapters with their metrics, newest first (from `runs` when already read)."""
         active = self.engine.status().adapter
-        return [_adapter_row(r, active) for r in self.manager.runs() if r.adapter is not None]
+        runs = self.manager.runs() if runs is None else runs
+        return [_adapter_row(r, active) for r in runs if r.adapter is not None]
 
-    def adapters(self):
+    def adapters(self, runs: list[RunInfo] | None = None):
         """The table and the adapter picker's choices (an event's outputs: builds a component)."""
-        rows = self.adapter_table()
+        rows = self.adapter_table(runs)
         return rows, gr.Dropdown(choices=[row[0] for row in rows])
 
     def evaluate(self, run: str | None) -> str:
@@ -179,17 +160,18 @@ class FineTuner:
         seen = dict(seen or {})
         run, adapter = _valid(run or self.manager.job().run), _valid(adapter)
         root = self.manager.runs_root
+        runs = self.manager.runs()
         keys = {
             "plot": (run, _stamp(root / run / "train_log.jsonl") if run else None),
             "adapters": (self.engine.status().adapter, *((r.name, r.state, _stamp(r.folder / "report.json"))
-                                                        for r in self.manager.runs())),
+                                                        for r in runs)),
             "report": (adapter, _stamp(root / adapter / "report.md") if adapter else None),
         }
         changed = {part for part, key in keys.items() if seen.get(part) != key}
         seen.update({part: keys[part] for part in changed})
         skip = gr.skip()
         plot = self.loss_plot(run) if "plot" in changed else skip
-        table, choices = self.adapters() if "adapters" in changed else (skip, skip)
+        table, choices = self.adapters(runs) if "adapters" in changed else (skip, skip)
         report, confusion = self.report(adapter) if "report" in changed else (skip, skip)
         log = self.manager.log_tail(run, LOG_LINES) if run else ""
         return self.job_status(), log, plot, table, choices, report, confusion, self.active(), seen
@@ -246,7 +228,7 @@ def build_finetune_tab(engine: Any, data_root: Path, runs_root: Path | None = No
     assets/config/finetune.yml. Returns the `FineTuner` (tests drive it directly).
     """
     tuner = FineTuner(engine, data_root, runs_root, config=config)
-    cfg, errors = tuner.config, _user_errors
+    cfg, errors = tuner.config, user_errors
     names = list_datasets(tuner.data_root)
     rows = tuner.adapter_table()
 
