@@ -54,7 +54,7 @@ def main() -> None:
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         prompt = engine_config.recognition.prompt
         cached = ClipCollator(processor, dataset, prompt)
-        uncached = ClipCollator(processor, dataset, prompt, cache_size=0)
+        uncached = ClipCollator(processor, dataset, prompt, cache_mb=0)
         for start in range(0, len(rows), args.batch):
             cached(rows[start : start + args.batch])  # fill the cache, as epoch 1 does
         prebuilt = cached(rows[: args.batch])

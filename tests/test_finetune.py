@@ -49,6 +49,20 @@ def test_labels_cover_only_the_answer_tokens(tiny_engine, gestures):
     assert batch["pixel_values"].shape[0] == 2 * dataset.config.frames_per_clip  # one tile per frame
 
 
+def test_frame_cache_is_bounded_in_bytes(tiny_engine, gestures):
+    from training.dataset import load_dataset
+    from training.sft_data import ClipCollator
+
+    dataset = load_dataset(gestures)
+    rows = dataset.split("train")[:4]
+    clip_bytes = sum(f.nbytes for f in dataset.frames(rows[0]).frames)
+    collator = ClipCollator(tiny_engine._require_model().processor, dataset, "q", cache_mb=2.5 * clip_bytes / 2**20)
+    for row in rows:
+        collator._frames(row)
+    assert list(collator._cache) == [rows[2]["clip"], rows[3]["clip"]]  # the two newest fit, the oldest went
+    assert collator._frames(rows[3]) is collator._cache[rows[3]["clip"]]
+
+
 def test_config_rejects_bad_values_and_targets(tmp_path):
     with pytest.raises(FinetuneConfigError, match="unknown key"):
         load_finetune_config(overrides={"learning_rat": 1})

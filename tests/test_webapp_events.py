@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 
 from engine import Engine
+from engine.config import LimitsConfig
 from engine.segmentation import LiveConfig
+from engine.video import load_clip
 from media import write_video
 from training.userdata import read_clips
 from webapp.app import build_app
 from webapp.live import LiveSession
+from webapp import samples
 from webapp.samples import signer_frames
 
 FPS = 10
@@ -185,6 +188,13 @@ def test_live_pick_another_guess_sentence_and_clear(tiny_engine, tmp_path):
     with pytest.raises(gr.Error, match="no signs"):
         event(blocks, "live_sentence")(None)
     session.close()
+
+
+def test_saved_frames_of_odd_size_still_make_a_clip(tmp_path):
+    # A webcam may send odd sides, which yuv420p cannot hold: the odd row/column goes.
+    frames = [np.full((49, 65, 3), 40 * i, np.uint8) for i in range(4)]
+    clip = load_clip(samples.write_video(tmp_path / "odd.mp4", frames, fps=8), num_frames=4, limits=LimitsConfig())
+    assert clip.frames[0].shape == (48, 64, 3) and clip.total_frames == 4
 
 
 def test_api_functions_return_json_and_plain_errors(app, clips):

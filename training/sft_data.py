@@ -24,14 +24,16 @@ IGNORE = -100
 class ClipCollator:
     """Turns dataset rows ({clip, gloss, ...}) into model inputs with answer-only labels."""
 
-    def __init__(self, processor: Any, dataset: Any, question: str, *, pixel_dtype: torch.dtype = torch.float32, cache_size: int = 2048):
+    def __init__(self, processor: Any, dataset: Any, question: str, *, pixel_dtype: torch.dtype = torch.float32, cache_mb: float = 1024):
         self.processor = processor
         self.dataset = dataset
         self.question = question
         self.pixel_dtype = pixel_dtype
         # Decoded frames per clip: sampling is deterministic, so epochs 2+ skip the decoding.
+        # Bounded in bytes, not clips: a 448 px 8-frame clip is ~4.8 MB, and a dataset of
+        # thousands of clips would otherwise sit in RAM beside the model.
         self._cache: OrderedDict[str, Any] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache_bytes, self._cache_limit = 0, int(cache_mb * 2**20)
 
     def encode(self, row: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """One example: prompt ids + answer ids, labels on the answer, pixel values."""
@@ -69,6 +71,8 @@ class ClipCollator:
             return self._cache[key]
         frames = self.dataset.frames(row).frames
         self._cache[key] = frames
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._cache_bytes += sum(frame.nbytes for frame in frames)
+        while self._cache and self._cache_bytes > self._cache_limit:
+            _, dropped = self._cache.popitem(last=False)
+            self._cache_bytes -= sum(frame.nbytes for frame in dropped)
         return frames

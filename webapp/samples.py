@@ -101,10 +101,15 @@ def _box(frame: np.ndarray, left: float, top: float, right: float, bottom: float
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
-    """Encode with PyAV: H.264 for .mp4/.mov/.avi (mpeg4 for .avi), VP9 for .webm."""
+    """Encode with PyAV: H.264 for .mp4/.mov/.avi (mpeg4 for .avi), VP9 for .webm.
+
+    yuv420p needs even sides, and a webcam may send odd ones: an odd last row or column
+    is dropped rather than failing the encoder.
+    """
     path = Path(path)
     codec = {".webm": "libvpx-vp9", ".avi": "mpeg4"}.get(path.suffix.lower(), "libx264")
-    height, width = frames[0].shape[:2]
+    height, width = (side // 2 * 2 for side in frames[0].shape[:2])
+    frames = [np.ascontiguousarray(frame[:height, :width]) for frame in frames]
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
