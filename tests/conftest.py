@@ -20,6 +20,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 
+def shared_path(*parts: str) -> Path:
+    """A path under `../shared` (test data that must never be committed).
+
+    Users clone the repository alone, so a test that needs it skips with a reason where
+    it is absent; CI always has it beside the clone, so there its absence is a failure.
+    """
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        reason = f"needs ../shared/{'/'.join(parts)} beside the repository (test data that is never committed)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
 def tiny_model_folder() -> Path:
     from engine.tiny import build_tiny_model
     from engine.vocabulary import DEFAULT_VOCABULARY, load_vocabulary
