@@ -22,22 +22,18 @@ def main() -> None:
     parser.add_argument("--config", default=None, help="engine YAML (default: assets/config/engine.yml)")
     parser.add_argument("--live-config", default=None, help="live YAML (default: assets/config/live.yml)")
     parser.add_argument("--max-file-mb", type=float, default=None, help="largest upload in MB (default: limits.max_file_mb)")
-    parser.add_argument("--data", default=None, help="user data folder (default: $SIGNLENS_DATA or data/)")
+    parser.add_argument("--data", default=None, help="data folder (default: $SIGNLENS_DATA or ./data)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from pathlib import Path
-
-    from engine import Engine, load_config, load_dotenv
-    from engine.segmentation import load_live_config
-    from training.userdata import default_data_root
+    from engine import Engine, load_config, load_dotenv, load_live_config
+    from training.layout import DataLayout
     from webapp.app import build_app, serve
 
     load_dotenv()
     overrides = {"limits": {"max_file_mb": args.max_file_mb}} if args.max_file_mb else None
     engine = Engine(load_config(args.config, overrides=overrides))
-    data_root = Path(args.data).resolve() if args.data else default_data_root()
-    app = build_app(engine, data_root=data_root, live_config=load_live_config(args.live_config))
+    app = build_app(engine, layout=DataLayout.at(args.data), live_config=load_live_config(args.live_config))
     serve(app, engine, host=args.host, port=args.port, prevent_thread_lock=True)
     # The model loads only once the page is served: a loader thread started earlier would
     # compete with Gradio's start-up for the GIL and delay the first page (benchmarks/bench_coldstart.py).

@@ -38,10 +38,10 @@ demo.launch(server_name="127.0.0.1", server_port=int(sys.argv[1]))
 NAIVE = """
 import sys
 from engine import load_engine
-from training.userdata import default_data_root
+from training.layout import DataLayout
 from webapp.app import build_app, serve
 engine = load_engine(background=False)
-serve(build_app(engine, data_root=default_data_root()), engine, port=int(sys.argv[1]))
+serve(build_app(engine, layout=DataLayout.at()), engine, port=int(sys.argv[1]))
 """
 
 

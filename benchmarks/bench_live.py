@@ -54,13 +54,14 @@ def main() -> None:
     from conftest import tiny_config, tiny_model_folder
     from engine import Engine
     from engine.segmentation import LiveConfig, Segmenter
+    from training.layout import DataLayout
     from webapp.app import build_app
     from webapp.live import LiveSession
     from webapp.samples import signer_frames
 
     engine = Engine(tiny_config(Path(args.model) if args.model else tiny_model_folder())).start()
     config = LiveConfig()
-    app = build_app(engine, data_root=Path(tempfile.mkdtemp()), live_config=config)
+    app = build_app(engine, layout=DataLayout.at(tempfile.mkdtemp()), live_config=config)
     on_frame = next(f.fn for f in app.fns.values() if f.api_name == "live_frame")
 
     sign = signer_frames(width=640, height=480, still_s=1.0, move_s=1.2, noise=6)

@@ -37,16 +37,18 @@ def main() -> None:
     from conftest import tiny_config, tiny_model_folder
     from gestures import write_gesture_dataset
     from training.dataset import load_dataset
-    from training.finetune import finetune, lora_config
-    from training.finetune_config import load_finetune_config
-    from training.sft_data import ClipCollator
+    from training.finetune.collator import ClipCollator
+    from training.finetune.config import load_finetune_config
+    from training.finetune.train import finetune, lora_config
+    from training.layout import DataLayout
 
     torch.manual_seed(0)
     folder = tiny_model_folder()
     engine_config = tiny_config(folder)
     with tempfile.TemporaryDirectory() as scratch:
         data = write_gesture_dataset(Path(scratch) / "gestures", train_per_class=8, test_per_class=1)
-        dataset = load_dataset(data)
+        layout = DataLayout.at(Path(scratch) / "data")
+        dataset = load_dataset(data, layout)
         rows = dataset.split("train")
         config = load_finetune_config(overrides={"dataset": str(data), "batch_size": args.batch})
         processor = AutoProcessor.from_pretrained(folder)
@@ -83,8 +85,8 @@ def main() -> None:
         })
         import json
 
-        run = finetune(run_config, engine_config=engine_config)
-        end_to_end = json.loads((run / "adapter" / "metrics.json").read_text())["samples_per_second"]
+        run = finetune(run_config, engine_config, layout)
+        end_to_end = json.loads((run.adapter / "metrics.json").read_text())["samples_per_second"]
 
     ours = statistics.median(times["ours (collator, cached frames)"])
     print(f"\nTiny InternVL, LoRA (r={config.lora_r}, language model projections), CPU, batch {args.batch}, median of {args.steps} steps")

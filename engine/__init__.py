@@ -7,7 +7,9 @@
     engine.load_adapter("runs/my-lora")         # hot-swap a LoRA adapter
     engine.close()
 
-Nothing is loaded or downloaded at import time.
+Nothing is loaded or downloaded at import time, and torch is not imported either: the
+names that need it (`load_model`, `choose_device`) are imported on first use. The web app and `training/` use only the
+names listed here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from engine.config import EngineConfig, load_config, load_dotenv
+import importlib
+
+from engine.config import (
+    EngineConfig,
+    LimitsConfig,
+    build_config,
+    load_config,
+    load_dotenv,
+    project_path,
+    read_config_file,
+)
 from engine.core import Engine, EngineStatus, Prediction, RecognitionResult, Timings
 from engine.errors import (
     AdapterError,
@@ -26,7 +38,18 @@ from engine.errors import (
     ModelNotReadyError,
     SignLensError,
 )
-from engine.video import Clip
+from engine.prompt import answer_ids, encode_clip
+from engine.tiny import build_tiny_model
+from engine.live import LiveEntry, LiveRecognizer
+from engine.segmentation import LiveConfig, Segmenter, SegmenterConfig, load_live_config
+from engine.video import IMAGE_SUFFIXES, Clip, crop_square, load_clip
+from engine.vocabulary import Vocabulary, VocabularyError, load_vocabulary
+
+# Names whose modules import torch: loaded when first asked for (PEP 562).
+_LAZY = {
+    "load_model": "engine.model",
+    "choose_device": "engine.device",
+}
 
 __all__ = [
     "AdapterError",
@@ -37,15 +60,42 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EngineStatus",
+    "IMAGE_SUFFIXES",
+    "LimitsConfig",
+    "LiveConfig",
+    "LiveEntry",
+    "LiveRecognizer",
     "ModelLoadError",
     "ModelNotReadyError",
     "Prediction",
     "RecognitionResult",
+    "Segmenter",
+    "SegmenterConfig",
     "SignLensError",
     "Timings",
+    "Vocabulary",
+    "VocabularyError",
+    "build_config",
+    "crop_square",
+    "load_clip",
     "load_config",
+    "load_dotenv",
     "load_engine",
+    "load_live_config",
+    "load_vocabulary",
+    "answer_ids",
+    "build_tiny_model",
+    "encode_clip",
+    "project_path",
+    "read_config_file",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")
 
 
 def load_engine(

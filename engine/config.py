@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,8 +126,7 @@ class EngineConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def vocabulary_path(self) -> Path:
-        path = Path(self.recognition.vocabulary)
-        return path if path.is_absolute() else ROOT / path
+        return project_path(self.recognition.vocabulary)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -148,6 +148,16 @@ ENV_OVERRIDES = {
 _SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(EngineConfig)}
 
 
+def project_path(value: str | Path) -> Path:
+    """A path from a config or a flag: absolute as given; relative from the working
+    directory when it exists there, else from the project (where `assets/` is, also in a
+    non-editable install, which ships `assets` as package data beside `engine`)."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return ROOT / path
+
+
 def load_config(
     path: str | Path | None = None,
     *,
@@ -159,7 +169,7 @@ def load_config(
     `env` defaults to `os.environ`; tests pass a dict. `overrides` is a nested mapping
     like the YAML (`{"model": {"id": "/tmp/tiny"}}`) for callers that build configs in code.
     """
-    path = Path(path) if path else DEFAULT_CONFIG
+    path = project_path(path) if path else DEFAULT_CONFIG
     env = os.environ if env is None else env
     environment: dict[str, dict[str, str]] = {}
     for var, (section, key) in ENV_OVERRIDES.items():
@@ -267,6 +277,8 @@ def _coerce(value: Any, default: Any, where: str, error: type[Exception]) -> Any
             number = float(value)
         except (TypeError, ValueError):
             number = None
+        if number is not None and not math.isfinite(number):
+            number = None  # NaN and infinities are never a setting anyone meant
         if number is not None and kind is float:
             return number
         if number is not None and number.is_integer():

@@ -195,11 +195,17 @@ class Engine:
         *,
         frame_start: int = 1,
         frame_end: int = -1,
+        start_s: float | None = None,
+        end_s: float | None = None,
         bbox: Sequence[int] | None = None,
         top_k: int | None = None,
         mode: str | None = None,
     ) -> RecognitionResult:
-        """Recognize the sign in a clip, an image or a list of RGB frames."""
+        """Recognize the sign in a clip, an image or a list of RGB frames.
+
+        The sign's span is in frames (WLASL's convention) or in seconds (`start_s`,
+        `end_s`, as people trim); see `engine.video.load_clip`.
+        """
         loaded = self._require_model()
         cfg = self.config
         clip = load_clip(
@@ -208,6 +214,8 @@ class Engine:
             limits=cfg.limits,
             frame_start=frame_start,
             frame_end=frame_end,
+            start_s=start_s,
+            end_s=end_s,
             bbox=bbox if cfg.video.crop_to_bbox else None,
         )
         mode = mode or cfg.recognition.mode

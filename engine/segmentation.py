@@ -34,11 +34,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from engine.config import build_config, merge_sections, read_config_file
+from engine.config import build_config, merge_sections, project_path, read_config_file
 from engine.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_LIVE_CONFIG = ROOT / "assets" / "config" / "live.yml"
+DEFAULT_LIVE_CONFIG = "assets/config/live.yml"
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ class LiveConfig:
 
 def load_live_config(path: str | Path | None = None, *, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> LiveConfig:
     """Read `live.yml` (sections `live:` and `segmenter:`); unknown keys are an error."""
-    path = Path(path) if path else DEFAULT_LIVE_CONFIG
+    path = project_path(path or DEFAULT_LIVE_CONFIG)
     sections = merge_sections(str(path), ("live", "segmenter"), read_config_file(path), overrides)
     segmenter = build_config(SegmenterConfig, sections["segmenter"], f"{path}: segmenter")
     return build_config(LiveConfig, {**sections["live"], "segmenter": segmenter}, f"{path}: live")

@@ -16,6 +16,7 @@ an image (a 1-frame clip) or the webcam's list of numpy frames. Anything unusabl
 from __future__ import annotations
 
 import bisect
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,24 +70,33 @@ def load_clip(
     limits: LimitsConfig,
     frame_start: int = 1,
     frame_end: int = -1,
+    start_s: float | None = None,
+    end_s: float | None = None,
     bbox: Sequence[int] | None = None,
 ) -> Clip:
     """Sample `num_frames` frames from a file path, an image, or an array of frames.
 
-    `frame_start` is 1-based and `frame_end` -1 means "to the end", as in WLASL's
-    metadata. `bbox` is [x1, y1, x2, y2] in source pixels; frames are cropped to a square
-    around it so the tile the model sees is not stretched.
+    The sign's span is given in frames, as in WLASL's metadata (`frame_start` 1-based,
+    `frame_end` -1 for "to the end"), or in seconds as people trim (`start_s`, `end_s`;
+    None or 0 for the whole clip). Seconds are matched against the frames' own
+    timestamps, found while indexing the file, so variable frame rates and files that
+    declare no rate trim right. Images ignore trimming. `bbox` is [x1, y1, x2, y2] in
+    source pixels; frames are cropped to a square around it so the tile the model sees
+    is not stretched.
     """
     started = time.perf_counter()
     if frame_start < 1 or (frame_end != -1 and frame_end < frame_start):
         raise ClipError(f"The sign span {frame_start}..{frame_end} is invalid: frame_start is 1-based and frame_end is -1 or not before it.")
+    seconds = _trim_seconds(start_s, end_s)
+    if seconds is not None and (frame_start, frame_end) != (1, -1):
+        raise ClipError("Give the sign's span in frames or in seconds, not both.")
     if isinstance(source, (str, Path)):
         path = Path(source)
         _check_file(path, limits)
         if path.suffix.lower() in IMAGE_SUFFIXES:
             frames, indices, total, fps = _load_image(path, limits), [0], 1, 0.0
         else:
-            frames, indices, total, fps = _decode_video(path, num_frames, frame_start, frame_end, limits)
+            frames, indices, total, fps = _decode_video(path, num_frames, frame_start, frame_end, seconds, limits)
     else:
         array_frames = _as_frames(source, limits)
         total = len(array_frames)
@@ -120,6 +130,36 @@ def _check_file(path: Path, limits: LimitsConfig) -> None:
         raise ClipError(f"The file {path.name} is empty.")
     if size > limits.max_file_mb * 1024 * 1024:
         raise ClipError(f"The file {path.name} is {size / 2**20:.0f} MB; the limit is {limits.max_file_mb:.0f} MB.")
+
+
+def _trim_seconds(start_s: float | None, end_s: float | None) -> tuple[float, float] | None:
+    """(start, end) in seconds with end 0 for "to the end", or None for no trim; bad values get a sentence."""
+    values = []
+    for name, value in (("start", start_s), ("end", end_s)):
+        try:
+            number = float(value or 0)
+        except (TypeError, ValueError):
+            raise ClipError(f"The trim {name} must be a number of seconds, not {str(value)[:40]!r}.") from None
+        if not math.isfinite(number) or number < 0:
+            raise ClipError(f"The trim {name} must be zero or a positive number of seconds, not {value}.")
+        values.append(number)
+    start, end = values
+    if end and end <= start:
+        raise ClipError(f"The trim end ({end:g} s) must come after its start ({start:g} s).")
+    return (start, end) if (start or end) else None
+
+
+def _seconds_span(frame_pts: list[int], time_base: float, seconds: tuple[float, float], path: Path) -> tuple[int, int]:
+    """The 1-based frame span of the frames shown from `start` up to (not including) `end` seconds."""
+    start, end = seconds
+    times = [(pts - frame_pts[0]) * time_base for pts in frame_pts]
+    # A frame counts from the moment it is shown; half a millisecond absorbs rounding.
+    first = bisect.bisect_left(times, start - 5e-4)
+    if first >= len(times):
+        length = times[-1] * len(times) / max(1, len(times) - 1)  # the last frame is shown for one interval too
+        raise ClipError(f"The trim starts at {start:g} s, but {path.name} is only {length:.1f} s long.")
+    last = bisect.bisect_left(times, end - 5e-4) - 1 if end else len(times) - 1
+    return first + 1, max(first, last) + 1
 
 
 def _span(frame_start: int, frame_end: int, total: int) -> tuple[int, int]:
@@ -158,7 +198,8 @@ def _check_resolution(width: int, height: int, name: str, limits: LimitsConfig) 
         raise ClipError(f"{name} is {width}x{height}; the largest side may be {limits.max_resolution} pixels.")
 
 
-def _decode_video(path: Path, num_frames: int, frame_start: int, frame_end: int, limits: LimitsConfig):
+def _decode_video(path: Path, num_frames: int, frame_start: int, frame_end: int,
+                  seconds: tuple[float, float] | None, limits: LimitsConfig):
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError):
@@ -173,6 +214,8 @@ def _decode_video(path: Path, num_frames: int, frame_start: int, frame_end: int,
         frame_pts, keyframes, keyframe_dts = _index_packets(container, stream, path, limits)
         fps = float(stream.average_rate or stream.guessed_rate or 0) or _fps_from_pts(frame_pts, stream)
         _check_complete(container, stream, frame_pts, fps, path)
+        if seconds is not None:
+            frame_start, frame_end = _seconds_span(frame_pts, float(stream.time_base), seconds, path)
         indices = sample_indices(*_span(frame_start, frame_end, len(frame_pts)), num_frames)
         targets = [frame_pts[i] for i in sorted(set(indices))]
         decoded = _decode_at(container, stream, path, frame_pts, targets, keyframes, keyframe_dts)

@@ -99,17 +99,18 @@ def free_port() -> int:
 def webapp_server(tiny_model_dir, tmp_path_factory):
     """The web app over the tiny model on a free 127.0.0.1 port; uploads capped at 1 MB.
 
-    Shared by the API (gradio_client) and browser tests; `.url`, `.engine`, `.data_root`.
+    Shared by the API (gradio_client) and browser tests; `.url`, `.engine`, `.layout`.
     """
     from types import SimpleNamespace
 
     from engine import Engine
+    from training.layout import DataLayout
     from webapp.app import build_app, serve
 
     engine = Engine(tiny_config(tiny_model_dir, limits={"max_file_mb": 1})).start()
-    data_root = tmp_path_factory.mktemp("webapp-data")
-    app = build_app(engine, data_root=data_root)
+    layout = DataLayout.at(tmp_path_factory.mktemp("webapp-data"))
+    app = build_app(engine, layout=layout)
     serve(app, engine, host="127.0.0.1", port=free_port(), prevent_thread_lock=True)
-    yield SimpleNamespace(url=app.local_url.rstrip("/"), engine=engine, data_root=data_root, app=app)
+    yield SimpleNamespace(url=app.local_url.rstrip("/"), engine=engine, layout=layout, app=app)
     app.close()
     engine.close()

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from media import index_frame, write_video
-from training import wlasl
+from training.curate import wlasl
+from training.layout import DataLayout
 
 BBOX = (0, 0, 64, 64)
 # video_id -> (frames in the file or None = not downloaded, frame_start, frame_end)
@@ -46,7 +47,7 @@ def make_fake_wlasl(folder: Path, data_root: Path, *, url_base: str | None = Non
     """
     real = {inst.video_id: inst for inst in wlasl.load_wlasl() if inst.video_id in LAYOUT}
     instances = []
-    videos = folder / "served" if url_base else data_root / "wlasl" / "videos"
+    videos = folder / "served" if url_base else DataLayout.at(data_root).videos
     videos.mkdir(parents=True, exist_ok=True)
     for video_id, (frames, start, end) in LAYOUT.items():
         inst = dataclasses.replace(real[video_id], frame_start=start, frame_end=end, bbox=BBOX)

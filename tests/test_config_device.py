@@ -27,7 +27,8 @@ def test_every_config_turns_text_and_numbers_into_field_types(tmp_path):
     # One coercion for engine, live, dataset and fine-tune settings: values come from
     # YAML, environment strings, CLI key=value text and UI numbers.
     from training.dataset import DatasetConfig
-    from training.finetune_config import FinetuneConfig, FinetuneConfigError
+    from training.errors import FinetuneConfigError
+    from training.finetune.config import FinetuneConfig
 
     config = build_config(DatasetConfig, {"seed": "7", "max_side": 448.0, "crop_to_bbox": "no", "sources": "aslpro, signingsavvy",
                                           "split_fractions": ["0.7", 0.2, 0.1]}, "test")

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from curation_data import EXPECTED, make_fake_wlasl
-from training import curate
+from training.layout import DataLayout
+from training.curate import __main__ as curate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,7 @@ def test_build_in_a_subprocess_then_stats_and_export(tmp_path, capsys):
     build = run("build", *common, "--name", "cli", "--frames", "4")
     assert build.returncode == 0, build.stderr
     assert "4 clips written" in build.stdout and "skipped wlasl:65539" in build.stdout
-    folder = data / "datasets" / "cli"
+    folder = DataLayout.at(data).datasets / "cli"
     rows = [json.loads(line) for line in (folder / "dataset.jsonl").read_text().splitlines()]
     assert {row["video_id"] for row in rows} == set(EXPECTED)
     assert json.loads((folder / "config.json").read_text())["dataset"]["frames_per_clip"] == 4
@@ -51,15 +52,44 @@ def test_build_in_a_subprocess_then_stats_and_export(tmp_path, capsys):
     assert curate.main(["build", "--data", str(data), "--config", str(folder / "config.json"), "--name", "again"]) == 0
     assert "4 from the cache" in capsys.readouterr().out  # the resolved config rebuilds the same clips
     assert curate.main(["export", "cli", "--data", str(data)]) == 0
-    assert capsys.readouterr().out.strip() == str(data / "exports" / "cli.zip")
+    assert capsys.readouterr().out.strip() == "exports/cli.zip"  # relative to the data root: no server paths
 
 
 def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert curate.main(["build", "--data", str(tmp_path), "--subset", "WLASL100", "--name", "../escape"]) == 2
-    assert capsys.readouterr().err.startswith("error: Invalid dataset config values {'name'")
+    assert capsys.readouterr().err.startswith("error: The dataset name '../escape' is not valid: use letters")
     assert curate.main(["stats", "missing", "--data", str(tmp_path)]) == 2
-    assert "No dataset at" in capsys.readouterr().err
+    assert "There is no built dataset named missing" in capsys.readouterr().err
     bad = tmp_path / "bad.yml"
     bad.write_text("nmae: x\n")
     assert curate.main(["ingest", "--config", str(bad), "--data", str(tmp_path)]) == 2
     assert "unknown key(s) nmae" in capsys.readouterr().err
+
+
+def test_curation_verbs_edit_what_the_build_takes(tmp_path, capsys):
+    data = tmp_path / "data"
+    metadata, _ = make_fake_wlasl(tmp_path, data)
+    common = ["--data", str(data)]
+    # The edit verbs read the shipped metadata: 69241 is WLASL's "book".
+    assert curate.main(["relabel", "wlasl:69241", "drink", *common]) == 0
+    assert capsys.readouterr().out.strip() == "wlasl:69241 is now labelled drink."
+    assert curate.main(["exclude", "wlasl:65225", *common]) == 0
+    selection = ["--metadata", str(metadata), "--subset", "WLASL100", *common]
+    assert curate.main(["ingest", *selection]) == 0
+    assert "6 WLASL clips (5 downloaded, 1 excluded)" in capsys.readouterr().out
+    assert curate.main(["restore", "wlasl:65225", *common]) == 0
+    assert curate.main(["ingest", *selection]) == 0
+    assert "(5 downloaded, 0 excluded)" in capsys.readouterr().out
+    assert curate.main(["accept", "wlasl:65225", *common]) == 2
+    assert capsys.readouterr().err == "error: WLASL clips need no review; accept is for your own clips.\n"
+    assert curate.main(["relabel", "wlasl:../../etc", "x", *common]) == 2
+    assert curate.main(["relabel", "wlasl:69241", "bad\ngloss", *common]) == 2
+    assert "characters a gloss cannot have" in capsys.readouterr().err
+
+
+def test_malformed_metadata_is_one_line_not_a_traceback(tmp_path):
+    bad = tmp_path / "broken.json"
+    bad.write_text('{"not": "a list"}')
+    result = run("ingest", "--metadata", str(bad), "--data", str(tmp_path / "data"))
+    assert result.returncode == 2
+    assert result.stderr == "error: The WLASL metadata file broken.json is not WLASL v0.3: it holds a dict, not a list of gloss entries.\n"

@@ -14,10 +14,11 @@ import pytest
 
 from curation_data import EXPECTED, frame, make_fake_wlasl
 from media import read_index, write_video
-from training import userdata
-from training.dataset import DatasetConfig, DatasetError
-from training.download_config import DownloadConfig
-from training.userdata import UserDataError
+from training.curate import userdata
+from training.curate.download import DownloadConfig
+from training.dataset import DatasetConfig
+from training.errors import DatasetError, UserDataError
+from training.layout import DataLayout
 from webapp.common import user_errors
 from webapp.curate_tab import Curator, build_curate_tab
 
@@ -36,7 +37,7 @@ def engine_config():
 def curator(tmp_path, engine_config):
     metadata, _ = make_fake_wlasl(tmp_path, tmp_path / "data")
     base = DatasetConfig(name="small", metadata=str(metadata), subset="WLASL100")
-    return Curator(tmp_path / "data", base=base, engine_config=engine_config, download_config=FAST)
+    return Curator(DataLayout.at(tmp_path / "data"), base=base, engine_config=engine_config, download_config=FAST)
 
 
 def refs(rows):
@@ -44,7 +45,7 @@ def refs(rows):
 
 
 def wait_for(curator, timeout=30.0):
-    state = curator.job.wait(timeout)
+    state = curator.curation.job.wait(timeout)
     assert not state.running, curator.job_status()
     return state
 
@@ -68,22 +69,22 @@ def test_preview_shows_the_clip_as_built(curator):
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert [read_index(f) for f in frames] == EXPECTED["65225"] and frames[0].shape == (64, 64, 3)
     assert "frames 3..9" in about
-    assert curator.preview("wlasl:68028") == (None, "WLASL 68028 is not downloaded yet: start a download to see it.")
+    assert curator.preview("wlasl:68028") == (None, "WLASL 68028 is not downloaded yet: download or import it to see it.")
 
 
 def test_edits_survive_a_restart_and_the_review_queue(curator, tmp_path, engine_config):
     recording = write_video(tmp_path / "rec.mp4", [frame(i) for i in range(6)])
-    corrected = userdata.add_clip(curator.data_root, recording, "drink", source="upload", predicted="book",
+    corrected = userdata.add_clip(curator.layout, recording, "drink", source="upload", predicted="book",
                                   confidence=0.3)  # what "Correct this" in Upload/Live does
     assert refs(curator.pending(*SELECTION)) == [f"user:{corrected.id}"]
     assert "the model had said book (30%)" in curator.preview(f"user:{corrected.id}")[1]
     assert "Added user:" in curator.add(str(recording), "computer")
     assert "**drink**" in curator.relabel("wlasl:69241", "drink")
     assert "not in this glossary" in curator.relabel(f"user:{corrected.id}", "zebra", SELECTION[0])
-    curator.set_status("wlasl:65225", "excluded")
-    curator.set_status(f"user:{corrected.id}", "accepted")
+    curator.curation.exclude("wlasl:65225")
+    curator.curation.accept(f"user:{corrected.id}")
 
-    restarted = Curator(curator.data_root, base=curator.base, engine_config=engine_config)
+    restarted = Curator(curator.layout, base=curator.base, engine_config=engine_config)
     drink = {row[0]: row for row in restarted.clips("drink", *SELECTION)}
     assert drink["wlasl:69241"][7] == "relabelled from book"
     assert restarted.clips("zebra", *SELECTION)[0][2] == "accepted"
@@ -91,12 +92,12 @@ def test_edits_survive_a_restart_and_the_review_queue(curator, tmp_path, engine_
     assert book["wlasl:65225"][2] == "excluded"
     computer = [row for row in restarted.clips("computer", *SELECTION) if row[0].startswith("user:")]
     assert computer[0][2:4] == ["accepted", "user (curate)"]
-    restarted.set_status("wlasl:65225", "restored")
-    restarted.set_status(f"user:{corrected.id}", "restored")
+    restarted.curation.restore("wlasl:65225")
+    restarted.curation.restore(f"user:{corrected.id}")
     assert {row[0]: row[2] for row in restarted.clips("book", *SELECTION)}["wlasl:65225"] == "included"
     assert refs(restarted.pending(*SELECTION)) == [f"user:{corrected.id}"]
     with pytest.raises(UserDataError, match="accept is for your own clips"):
-        restarted.set_status("wlasl:65225", "accepted")
+        restarted.curation.accept("wlasl:65225")
 
 
 def test_paths_and_ids_cannot_leave_the_data_root(curator):
@@ -112,7 +113,7 @@ def test_paths_and_ids_cannot_leave_the_data_root(curator):
             curator.export(name)
         with pytest.raises(DatasetError):
             curator.start_build(name, *SELECTION)
-    with pytest.raises(gr.Error, match="Choose a clip in the table first"):
+    with pytest.raises(gr.Error, match="Choose a clip first"):
         user_errors(curator.preview)("nonsense")
 
 
@@ -172,7 +173,7 @@ def served(tmp_path, engine_config):
     server = SlowServer(tmp_path / "served")
     metadata, _ = make_fake_wlasl(tmp_path, tmp_path / "data", url_base=server.url)
     base = DatasetConfig(name="small", metadata=str(metadata), subset="WLASL100")
-    yield Curator(tmp_path / "data", base=base, engine_config=engine_config, download_config=FAST), server
+    yield Curator(DataLayout.at(tmp_path / "data"), base=base, engine_config=engine_config, download_config=FAST), server
     server.close()
 
 
@@ -182,9 +183,9 @@ def test_download_runs_in_the_background(served):
     assert curator.start_download(*SELECTION) == "Download of 6 clips started."
     assert time.monotonic() - started < 1.0  # returns at once: the server is not blocked
     assert wait_for(curator).state == "done"
-    videos = curator.data_root / "wlasl" / "videos"
+    videos = curator.layout.videos
     assert sorted(p.name for p in videos.glob("*.mp4")) == sorted(f"{v}.mp4" for v in [*EXPECTED, "65539"])
-    assert (curator.data_root / "wlasl" / "manifest.jsonl").is_file()
+    assert curator.layout.download_manifest.is_file()
     status = curator.job_status()
     assert "**download: done** — 6/6" in status and "failed" in status  # 68028 is not on the server
 
@@ -198,7 +199,7 @@ def test_download_can_be_stopped(served):
     state = wait_for(curator, timeout=20)
     assert state.state == "stopped" and state.done < 6
     assert curator.stop() == "Nothing is running."
-    assert not list((curator.data_root / "wlasl" / "videos").glob("*.mp4.part.mp4"))
+    assert not list(curator.layout.videos.glob("*.mp4.part.mp4"))
 
 
 def test_tab_in_a_launched_app(curator, monkeypatch):
@@ -206,7 +207,7 @@ def test_tab_in_a_launched_app(curator, monkeypatch):
 
     with gr.Blocks() as app:
         with gr.Tab("Curate"):
-            tab = build_curate_tab(SimpleNamespace(config=curator.engine_config), curator.data_root, base=curator.base)
+            tab = build_curate_tab(SimpleNamespace(config=curator.curation.engine_config), curator.layout, base=curator.base)
     app.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     try:
         client = Client(app.local_url, verbose=False)
@@ -216,8 +217,32 @@ def test_tab_in_a_launched_app(curator, monkeypatch):
         assert [row[0] for row in table["data"]] == ["wlasl:12306", "wlasl:68028"]
         assert client.predict("wlasl:12306", api_name="/curate_exclude") == "wlasl:12306 excluded."
         assert tab.clips("computer", *SELECTION)[0][2] == "excluded"
-        with pytest.raises(Exception, match="That clip id is not valid"):
+        with pytest.raises(Exception, match="That clip reference is not valid"):
             client.predict("wlasl:../../etc/passwd", api_name="/curate_exclude")
         assert "No download or build" in client.predict(api_name="/curate_job_status")
+    finally:
+        app.close()
+
+
+def test_malformed_metadata_is_one_sentence_in_the_tab_and_over_the_api(tmp_path, engine_config):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    bad = tmp_path / "WLASL_v0.3.json"
+    bad.write_text('[{"gloss": "book", "instances": [{"video_id": "1"}]}]')
+    base = DatasetConfig(name="small", metadata=str(bad), subset="WLASL100")
+    expected = "The WLASL metadata file WLASL_v0.3.json is not WLASL v0.3: instance '1' of gloss 'book' lacks"
+    with gr.Blocks() as app:
+        with gr.Tab("Curate"):
+            build_curate_tab(SimpleNamespace(config=engine_config), DataLayout.at(tmp_path / "data"), base=base)
+    app.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(app.local_url, verbose=False)
+        with pytest.raises(AppError) as caught:
+            client.predict(*SELECTION, api_name="/curate_stats")
+        assert str(caught.value).startswith(expected) and "\n" not in str(caught.value)
+        with pytest.raises(AppError, match="is not WLASL v0.3"):
+            client.predict("wlasl:69241", api_name="/curate_exclude")
+        assert "No download or build" in client.predict(api_name="/curate_job_status")  # still serving
     finally:
         app.close()

@@ -12,8 +12,13 @@ import pytest
 
 from curation_data import BBOX, EXPECTED, frame, make_fake_wlasl
 from media import read_index, write_video
-from training import clipcache, dataset, edits, stats, userdata
-from training.dataset import BuildCancelled, DatasetConfig, DatasetError, build_dataset, load_dataset
+from training import dataset
+from training.curate import build, clipcache, edits, stats, userdata
+from training.curate.plan import plan_dataset
+from training.curate.build import build_dataset
+from training.dataset import DatasetConfig, load_dataset
+from training.errors import BuildCancelled, DatasetError, TrainingError, UserDataError
+from training.layout import DataLayout
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +32,7 @@ def engine_config():
 def fake(tmp_path_factory):
     folder = tmp_path_factory.mktemp("wlasl")
     metadata, instances = make_fake_wlasl(folder, folder / "data")
-    return folder / "data", metadata
+    return DataLayout.at(folder / "data"), metadata
 
 
 def config(metadata, **values) -> DatasetConfig:
@@ -36,9 +41,9 @@ def config(metadata, **values) -> DatasetConfig:
 
 @pytest.fixture(scope="module")
 def built(fake, engine_config):
-    data_root, metadata = fake
-    report = build_dataset(config(metadata), data_root, engine_config=engine_config, show_progress=False)
-    return data_root, metadata, report
+    layout, metadata = fake
+    report = build_dataset(config(metadata), layout, engine_config=engine_config, show_progress=False)
+    return layout, metadata, report
 
 
 def decode_all(path):
@@ -47,8 +52,8 @@ def decode_all(path):
 
 
 def test_clips_hold_exactly_the_span_cropped(built):
-    data_root, _, report = built
-    data = load_dataset("small", data_root)
+    layout, _, report = built
+    data = load_dataset("small", layout)
     assert {row["video_id"] for row in data.rows} == set(EXPECTED)
     for row in data.rows:
         frames = decode_all(data.clip_path(row))
@@ -58,8 +63,8 @@ def test_clips_hold_exactly_the_span_cropped(built):
 
 
 def test_rows_config_stats_and_report(built, engine_config):
-    data_root, metadata, report = built
-    folder = data_root / "datasets" / "small"
+    layout, metadata, report = built
+    folder = layout.datasets / "small"
     rows = [json.loads(line) for line in (folder / "dataset.jsonl").read_text().splitlines()]
     book = next(r for r in rows if r["video_id"] == "65225")
     assert {k: book[k] for k in ("clip", "gloss", "split", "signer_id", "source", "frame_start", "frame_end", "bbox")} == {
@@ -75,17 +80,17 @@ def test_rows_config_stats_and_report(built, engine_config):
     assert counts["build"]["skipped"][0]["ref"] == "wlasl:65539"
     assert (folder / "stats.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (folder / "WLASL-LICENCE-C-UDA-1.0.pdf").is_file()
-    assert not [p for p in (data_root / "datasets").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (layout.datasets).iterdir() if p.name.startswith(".")]
 
 
 def test_training_samples_the_frames_inference_would(built, engine_config):
     """One code path: sampling the stored clip == the engine sampling the original span."""
     from engine.video import load_clip
 
-    data_root, _, _ = built
-    data = load_dataset("small", data_root)
+    layout, _, _ = built
+    data = load_dataset("small", layout)
     for row in data.rows:
-        source = data_root / "wlasl" / "videos" / f"{row['video_id']}.mp4"
+        source = layout.videos / f"{row['video_id']}.mp4"
         original = load_clip(source, num_frames=8, limits=engine_config.limits, frame_start=row["frame_start"],
                              frame_end=row["frame_end"], bbox=row["bbox"])
         stored = data.frames(row)
@@ -93,28 +98,28 @@ def test_training_samples_the_frames_inference_would(built, engine_config):
 
 
 def test_rebuild_reuses_the_cache_and_replaces_the_old_dataset(built, engine_config):
-    data_root, metadata, _ = built
-    report = build_dataset(config(metadata), data_root, engine_config=engine_config, show_progress=False)
+    layout, metadata, _ = built
+    report = build_dataset(config(metadata), layout, engine_config=engine_config, show_progress=False)
     assert (report.cached, report.encoded) == (4, 0)
-    clip = data_root / "datasets" / "small" / "clips" / "69241.mp4"
+    clip = layout.datasets / "small" / "clips" / "69241.mp4"
     assert clip.stat().st_nlink >= 2  # hard link into the cache, not a copy
     assert oct(clip.stat().st_mode & 0o777) == "0o644"
 
 
 def test_long_side_is_capped(fake, engine_config, tmp_path):
-    data_root, metadata = fake
+    layout, metadata = fake
     clip = tmp_path / "out.mp4"
-    info = clipcache.prepare_clip(data_root / "wlasl" / "videos" / "69241.mp4", clip, bbox=None, max_side=48)
+    info = clipcache.prepare_clip(layout.videos / "69241.mp4", clip, bbox=None, max_side=48)
     assert (info.width, info.height, info.frames) == (48, 32, 12)
     assert decode_all(clip)[0].shape == (32, 48, 3)
 
 
 def test_failure_mid_build_leaves_the_previous_dataset(built, engine_config, monkeypatch):
-    data_root, metadata, _ = built
-    folder = data_root / "datasets" / "small"
+    layout, metadata, _ = built
+    folder = layout.datasets / "small"
     before = (folder / "dataset.jsonl").read_text()
     calls = []
-    real = clipcache.cached_clip
+    real = build.cached_clip
 
     def flaky(*args, **kwargs):
         calls.append(1)
@@ -122,15 +127,15 @@ def test_failure_mid_build_leaves_the_previous_dataset(built, engine_config, mon
             raise OSError("disk full")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(clipcache, "cached_clip", flaky)
+    monkeypatch.setattr(build, "cached_clip", flaky)
     with pytest.raises(OSError, match="disk full"):
-        build_dataset(config(metadata, workers=1), data_root, engine_config=engine_config, show_progress=False)
+        build_dataset(config(metadata, workers=1), layout, engine_config=engine_config, show_progress=False)
     with pytest.raises(OSError, match="disk full"):
         calls.clear()
-        build_dataset(config(metadata, name="fresh", workers=1), data_root, engine_config=engine_config,
+        build_dataset(config(metadata, name="fresh", workers=1), layout, engine_config=engine_config,
                       show_progress=False)
     assert (folder / "dataset.jsonl").read_text() == before
-    assert sorted(p.name for p in (data_root / "datasets").iterdir()) == ["small"]  # no "fresh", no temp dirs
+    assert sorted(p.name for p in (layout.datasets).iterdir()) == ["small"]  # no "fresh", no temp dirs
 
 
 def test_leftovers_of_a_killed_build_are_cleaned_up(tmp_path):
@@ -139,24 +144,24 @@ def test_leftovers_of_a_killed_build_are_cleaned_up(tmp_path):
     (datasets / ".small.old-999999999-5").mkdir()  # moved aside, never replaced: put back
     (datasets / ".small.old-999999999-5" / "dataset.jsonl").write_text("{}\n")
     (datasets / f".small.building-{os.getpid()}-x2").mkdir()  # a live build (this process): kept
-    dataset._remove_leftovers(datasets / "small")
+    build._remove_leftovers(datasets / "small")
     assert sorted(p.name for p in datasets.iterdir()) == [f".small.building-{os.getpid()}-x2", "small"]
     assert (datasets / "small" / "dataset.jsonl").read_text() == "{}\n"
 
 
 def test_cancel_writes_nothing(built, engine_config):
-    data_root, metadata, _ = built
+    layout, metadata, _ = built
     cancel = threading.Event()
     with pytest.raises(BuildCancelled):
-        build_dataset(config(metadata, name="stopped", workers=1), data_root, engine_config=engine_config,
+        build_dataset(config(metadata, name="stopped", workers=1), layout, engine_config=engine_config,
                       progress=lambda done, total: done >= 1 and cancel.set(), cancel=cancel, show_progress=False)
-    assert not (data_root / "datasets" / "stopped").exists()
-    assert sorted(p.name for p in (data_root / "datasets").iterdir()) == ["small"]
+    assert not (layout.datasets / "stopped").exists()
+    assert sorted(p.name for p in (layout.datasets).iterdir()) == ["small"]
 
 
 def test_user_clips_follow_their_status(tmp_path, fake, engine_config):
     _, metadata = fake
-    root = tmp_path / "data"
+    root = DataLayout.at(tmp_path / "data")
     recording = write_video(tmp_path / "rec.mp4", [frame(i) for i in range(9)], fps=30)
     accepted = userdata.add_clip(root, recording, "book", source="curate")
     userdata.update_clip(root, accepted.id, status="accepted")
@@ -168,7 +173,7 @@ def test_user_clips_follow_their_status(tmp_path, fake, engine_config):
 
     def built_ids(**values):
         report = build_dataset(config(metadata, **values), root, engine_config=engine_config, show_progress=False)
-        return {row["video_id"]: row for row in load_dataset(report.folder).rows}
+        return {row["video_id"]: row for row in load_dataset(report.folder, root).rows}
 
     rows = built_ids()
     assert set(rows) == {f"user-{accepted.id}"}  # no WLASL videos here: only the user's clips
@@ -179,17 +184,17 @@ def test_user_clips_follow_their_status(tmp_path, fake, engine_config):
         f"user-{accepted.id}", f"user-{pending.id}"}
     with pytest.raises(DatasetError, match="none is downloaded"):
         build_dataset(config(metadata, include_user_clips=False), root, engine_config=engine_config, show_progress=False)
-    notes = {c.ref: c.note for c in dataset.plan_dataset(config(metadata), root).clips}
+    notes = {c.ref: c.note for c in plan_dataset(config(metadata), root).clips}
     assert notes[f"user:{outside.id}"] == "its gloss is not in the glossary"
     assert notes[f"user:{excluded.id}"] == "excluded by a curator"
 
 
 def test_wlasl_edits_relabel_exclude_restore(tmp_path, fake):
     _, metadata = fake
-    root = tmp_path / "data"
+    root = DataLayout.at(tmp_path / "data")
     edits.set_edit(root, "69241", original_gloss="book", gloss="drink")
     edits.set_edit(root, "65225", original_gloss="book", excluded=True)
-    plan = {c.video_id: c for c in dataset.plan_dataset(config(metadata), root).clips}
+    plan = {c.video_id: c for c in plan_dataset(config(metadata), root).clips}
     assert (plan["69241"].gloss, plan["69241"].original_gloss) == ("drink", "book")
     assert (plan["65225"].status, plan["65225"].included) == ("excluded", False)
     edits.set_edit(root, "69241", original_gloss="book", gloss="book")
@@ -200,12 +205,12 @@ def test_wlasl_edits_relabel_exclude_restore(tmp_path, fake):
 
 
 def test_signer_split_and_cap_on_the_real_metadata(tmp_path):
-    plan = dataset.plan_dataset(DatasetConfig(subset="WLASL100", splits="signer", seed=3), tmp_path)
+    plan = plan_dataset(DatasetConfig(subset="WLASL100", splits="signer", seed=3), DataLayout.at(tmp_path))
     splits_of = {}
     for clip in plan.included():
         splits_of.setdefault(clip.signer_id, set()).add(clip.split)
     assert all(len(s) == 1 for s in splits_of.values())
-    capped = dataset.plan_dataset(DatasetConfig(subset="WLASL100", max_clips_per_gloss=2), tmp_path)
+    capped = plan_dataset(DatasetConfig(subset="WLASL100", max_clips_per_gloss=2), DataLayout.at(tmp_path))
     per_key = {}
     for clip in capped.included():
         per_key[(clip.gloss, clip.split)] = per_key.get((clip.gloss, clip.split), 0) + 1
@@ -224,23 +229,24 @@ def test_config_yaml_overrides_and_validation(tmp_path):
     path.write_text("name: mine\nglosary: x.txt\n")
     with pytest.raises(DatasetError, match="unknown key.*glosary"):
         dataset.load_dataset_config(path)
-    with pytest.raises(DatasetError, match="'splits': 'random'.*'user_statuses': \\('excluded',\\)"):
+    with pytest.raises(DatasetError, match=r"^Splits must be official or signer, not 'random'; user_statuses may "
+                       r"hold pending and accepted, not \['excluded'\]\.$"):
         DatasetConfig(splits="random", user_statuses=("excluded",))
-    with pytest.raises(DatasetError, match="name"):
+    with pytest.raises(DatasetError, match=r"^The dataset name '\.\./escape' is not valid: use letters"):
         DatasetConfig(name="../escape")
 
 
-def test_paths_never_leave_the_data_root(tmp_path, fake, engine_config):
+def test_paths_never_leave_the_layout(tmp_path, fake, engine_config):
     _, metadata = fake
-    root = tmp_path / "data"
-    videos = root / "wlasl" / "videos"
+    root = DataLayout.at(tmp_path / "data")
+    videos = root.videos
     videos.mkdir(parents=True)
     outside = write_video(tmp_path / "outside.mp4", [frame(i) for i in range(12)])
     os.symlink(outside, videos / "69241.mp4")  # a link out of the data root is not a download
-    (root / "user").mkdir()
+    root.user_manifest.parent.mkdir()
     line = {"id": "evil", "clip": "../../outside.mp4", "gloss": "book", "source": "upload", "status": "accepted"}
-    (root / "user" / "manifest.jsonl").write_text(json.dumps(line) + "\n")
-    plan = {c.ref: c for c in dataset.plan_dataset(config(metadata), root).clips}
+    root.user_manifest.write_text(json.dumps(line) + "\n")
+    plan = {c.ref: c for c in plan_dataset(config(metadata), root).clips}
     assert not plan["wlasl:69241"].downloaded
     assert (plan["user:evil"].downloaded, plan["user:evil"].note) == (False, "its file is outside the data folder")
     with pytest.raises(DatasetError, match="none is downloaded"):
@@ -251,14 +257,14 @@ def test_paths_never_leave_the_data_root(tmp_path, fake, engine_config):
 
 
 def test_export_zips_the_dataset_atomically(built):
-    data_root, _, _ = built
-    target = dataset.export_dataset("small", data_root)
-    assert target == data_root / "exports" / "small.zip"
+    layout, _, _ = built
+    target = build.export_dataset("small", layout)
+    assert target == layout.exports / "small.zip"
     names = zipfile.ZipFile(target).namelist()
     assert {"small/dataset.jsonl", "small/config.json", "small/stats.png", "small/clips/69241.mp4"} <= set(names)
     assert not [p for p in target.parent.iterdir() if p.name.endswith(".part")]
     with pytest.raises(DatasetError, match="no built dataset"):
-        dataset.export_dataset("missing", data_root)
+        build.export_dataset("missing", layout)
 
 
 def test_stats_table_and_plot(tmp_path):

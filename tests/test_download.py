@@ -19,14 +19,13 @@ import av
 import pytest
 
 from media import write_video
-from training import download_fetch
-from training.download import download_instances
-from training.download_config import DownloadConfig
-from training.download_errors import ContentError
-from training.download_fetch import YT_DLP_MISSING
-from training.download_files import HTML_NOT_VIDEO, sniff_container
-from training.download_manifest import read_manifest
-from training.wlasl import WlaslInstance
+from training.curate.download import DownloadConfig, download_instances
+from training.curate.download import fetch as download_fetch
+from training.curate.download.fetch import YT_DLP_MISSING
+from training.curate.download.files import HTML_NOT_VIDEO, sniff_container
+from training.curate.download.manifest import read_manifest
+from training.curate.wlasl import WlaslInstance
+from training.errors import ContentError
 
 # Fast settings: the faults are local, so nothing needs real timeouts or backoff.
 FAST = DownloadConfig(workers=4, per_host=4, timeout_s=2.0, retries=2, backoff_s=0.01,

@@ -15,8 +15,10 @@ from safetensors import safe_open
 
 from conftest import ROOT, tiny_config
 from gestures import CLASSES, write_gesture_dataset
-from training import metrics
-from training.finetune_config import FinetuneConfigError, load_finetune_config
+from training.errors import FinetuneConfigError
+from training.finetune import metrics
+from training.finetune.config import load_finetune_config
+from training.layout import DataLayout
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +29,9 @@ def gestures(tmp_path_factory):
 def test_labels_cover_only_the_answer_tokens(tiny_engine, gestures):
     from engine.prompt import answer_ids
     from training.dataset import load_dataset
-    from training.sft_data import IGNORE, ClipCollator
+    from training.finetune.collator import IGNORE, ClipCollator
 
-    dataset = load_dataset(gestures)
+    dataset = load_dataset(gestures, DataLayout.at(gestures.parent))
     processor = tiny_engine._require_model().processor
     collator = ClipCollator(processor, dataset, tiny_engine.config.recognition.prompt)
     rows = [r for r in dataset.split("train") if r["gloss"] in ("circle", "up")][:2]
@@ -51,9 +53,9 @@ def test_labels_cover_only_the_answer_tokens(tiny_engine, gestures):
 
 def test_frame_cache_is_bounded_in_bytes(tiny_engine, gestures):
     from training.dataset import load_dataset
-    from training.sft_data import ClipCollator
+    from training.finetune.collator import ClipCollator
 
-    dataset = load_dataset(gestures)
+    dataset = load_dataset(gestures, DataLayout.at(gestures.parent))
     rows = dataset.split("train")[:4]
     clip_bytes = sum(f.nbytes for f in dataset.frames(rows[0]).frames)
     collator = ClipCollator(tiny_engine._require_model().processor, dataset, "q", cache_mb=2.5 * clip_bytes / 2**20)
@@ -64,8 +66,11 @@ def test_frame_cache_is_bounded_in_bytes(tiny_engine, gestures):
 
 
 def test_config_rejects_bad_values_and_targets(tmp_path):
-    with pytest.raises(FinetuneConfigError, match="unknown key"):
+    with pytest.raises(FinetuneConfigError, match=r"^There is no setting called learning_rat; the settings are dataset, "):
         load_finetune_config(overrides={"learning_rat": 1})
+    for bad in ("nan", "inf", "abc"):
+        with pytest.raises(FinetuneConfigError, match="epochs must be a number"):
+            load_finetune_config(overrides={"epochs": bad})
     with pytest.raises(FinetuneConfigError, match="vision tower"):
         load_finetune_config(overrides={"lora_targets": r".*\.(q_proj|v_proj)"})
     config = load_finetune_config(overrides={"learning_rate": "1e-4", "epochs": "3"})
@@ -75,18 +80,19 @@ def test_config_rejects_bad_values_and_targets(tmp_path):
 @pytest.mark.slow
 def test_finetuning_learns_the_gestures(tiny_model_dir, gestures, tmp_path):
     """From chance to >= 90 % top-1 on held-out clips: the model really learns."""
-    from training.evaluate import evaluate
-    from training.finetune import finetune
+    from training.finetune.evaluate import evaluate
+    from training.finetune.train import finetune
 
     engine_config = tiny_config(tiny_model_dir)
+    layout = DataLayout.at(tmp_path / "data")
     config = load_finetune_config(overrides=dict(
         dataset=str(gestures), output_dir=str(tmp_path), run_name="gestures", max_steps=100, batch_size=4,
         grad_accumulation=1, learning_rate=2e-3, warmup_steps=5, logging_steps=10, train_projector=True,
         save_strategy="no", lora_dropout=0.0, seed=0,
     ))
-    run = finetune(config, engine_config=engine_config)
+    run = finetune(config, engine_config, layout).path
     adapter = run / "adapter"
-    report = evaluate(str(gestures), adapter=str(adapter), engine_config=engine_config)
+    report = evaluate(str(gestures), engine_config, layout, adapter=str(adapter))
     base, tuned = report["results"]
     assert base["top1"] <= 0.4  # about chance (1/5) before training
     assert tuned["top1"] >= 0.9, tuned["confusions"]
@@ -129,13 +135,13 @@ def test_resume_after_kill_9_continues_from_the_last_checkpoint(tiny_model_dir, 
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((run_dir / "adapter" / "metrics.json").read_text())
     assert result["steps"] == 24
-    assert result["resumed_from"].endswith(f"checkpoint-{saved[-1]}")
+    assert result["resumed_from"] == f"checkpoint-{saved[-1]}"
     steps = [json.loads(line)["step"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     assert max(steps) == 24 and min(s for s in steps[len(steps) // 2 :]) > 0
 
 
 def test_resume_skips_a_checkpoint_interrupted_while_saving(tmp_path):
-    from training.finetune import last_complete_checkpoint
+    from training.finetune.run_folder import last_complete_checkpoint
 
     for step, state in ((4, '{"global_step": 4}'), (8, '{"global_step": 8}'), (12, '{"global_st')):
         (tmp_path / f"checkpoint-{step}").mkdir()
@@ -162,14 +168,14 @@ def test_metrics_match_hand_computed_cases():
 
 @pytest.mark.slow
 def test_same_seed_same_adapter(tiny_model_dir, gestures, tmp_path):
-    from training.finetune import finetune
+    from training.finetune.train import finetune
 
     def train(name: str, seed: int) -> dict[str, torch.Tensor]:
         config = load_finetune_config(overrides=dict(
             dataset=str(gestures), output_dir=str(tmp_path), run_name=name, max_steps=3, batch_size=2,
             grad_accumulation=1, learning_rate=1e-3, warmup_steps=0, save_strategy="no", seed=seed,
         ))
-        adapter = finetune(config, engine_config=tiny_config(tiny_model_dir)) / "adapter"
+        adapter = finetune(config, tiny_config(tiny_model_dir), DataLayout.at(tmp_path)).adapter
         with safe_open(adapter / "adapter_model.safetensors", "pt") as weights:
             return {key: weights.get_tensor(key) for key in weights.keys()}
 

@@ -6,6 +6,7 @@ dataset (a few steps at batch 2), launched through training/runs.py as the app d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -19,9 +20,11 @@ import pytest
 
 from conftest import ROOT, free_port, tiny_config
 from gestures import CLASSES, write_gesture_dataset
-from training import runs
-from training.finetune_config import load_finetune_config
-from training.runs import RunBusy, RunError, RunManager, check_name
+from training.errors import FinetuneConfigError, RunBusy, RunError
+from training.finetune import runs
+from training.finetune.config import load_engine_config, load_finetune_config
+from training.finetune.runs import RunManager, check_name
+from training.layout import DataLayout
 from webapp.finetune_tab import ADAPTER_COLUMNS, FineTuner, build_finetune_tab
 
 # Fast settings for the tiny model: a step per batch of 2, a log line per step.
@@ -30,25 +33,36 @@ FAST = {"batch_size": 2, "grad_accumulation": 1, "logging_steps": 1, "warmup_ste
 
 @pytest.fixture(scope="module")
 def space(tmp_path_factory):
-    root = tmp_path_factory.mktemp("finetune-tab")
-    data_root = root / "data"
-    write_gesture_dataset(data_root / "datasets" / "gestures", train_per_class=2, test_per_class=1)
-    return SimpleNamespace(data_root=data_root, runs_root=root / "runs")
+    layout = DataLayout.at(tmp_path_factory.mktemp("finetune-tab") / "data")
+    write_gesture_dataset(layout.datasets / "gestures", train_per_class=2, test_per_class=1)
+    return SimpleNamespace(layout=layout, runs_root=layout.runs)
+
+
+# Not the default question: runs must train with the server's, not assets/config/engine.yml's.
+PROMPT = "Here is one ASL sign. Name it in one word."
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model_dir):
-    """An engine of this module's own: activation changes its adapter and vocabulary."""
-    from engine import Engine
+def engine(tiny_model_dir, tmp_path_factory):
+    """An engine of this module's own, configured as `python app.py --config server.yml` would be.
 
-    engine = Engine(tiny_config(tiny_model_dir)).start()
+    Activation changes its adapter and vocabulary; its prompt is not the default one.
+    """
+    from engine import Engine, load_config
+
+    server_yml = tmp_path_factory.mktemp("server") / "server.yml"
+    server_yml.write_text(f"recognition:\n  prompt: {PROMPT}\nvideo:\n  crop_to_bbox: false\n")
+    model = tiny_config(tiny_model_dir).model
+    config = load_config(server_yml, env={}, overrides={"model": dataclasses.asdict(model)})
+    assert config.recognition.prompt == PROMPT and config.recognition.prompt != load_config(env={}).recognition.prompt
+    engine = Engine(config).start()
     yield engine
     engine.close()
 
 
 @pytest.fixture(scope="module")
 def manager(space, engine):
-    manager = RunManager(space.runs_root, space.data_root, engine_config=engine.config)
+    manager = RunManager(space.layout, engine_config=engine.config)
     yield manager
     manager.cancel(timeout_s=0)
     manager.wait(30)
@@ -56,7 +70,7 @@ def manager(space, engine):
 
 @pytest.fixture(scope="module")
 def tuner(space, engine, manager):
-    return FineTuner(engine, space.data_root, config=load_finetune_config(overrides=FAST), manager=manager)
+    return FineTuner(engine, space.layout, config=load_finetune_config(overrides=FAST), manager=manager)
 
 
 @pytest.fixture(scope="module")
@@ -94,21 +108,26 @@ def test_run_names_cannot_leave_the_runs_folder(name):
     assert check_name(" wlasl100-v2.1_b ") == "wlasl100-v2.1_b"
 
 
-def test_runs_root_and_engine_env(monkeypatch, tmp_path, engine, tiny_model_dir):
-    monkeypatch.setenv("SIGNLENS_RUNS", str(tmp_path / "elsewhere"))
-    assert runs.default_runs_root() == (tmp_path / "elsewhere").resolve()
-    monkeypatch.delenv("SIGNLENS_RUNS")
-    assert runs.default_runs_root() == ROOT / "runs"
-    env = runs.engine_env(engine.config)
-    assert env["SIGNLENS_MODEL"] == str(Path(tiny_model_dir).resolve())
-    assert (env["SIGNLENS_DEVICE"], env["SIGNLENS_DTYPE"], env["SIGNLENS_QUANTIZATION"]) == ("cpu", "float32", "none")
-    assert Path(env["SIGNLENS_VOCABULARY"]).is_file()
+def test_children_get_the_serving_config_as_a_file(engine, tiny_model_dir, tmp_path):
+    child = runs.child_engine_config(engine.config)
+    assert child.model.id == str(Path(tiny_model_dir).resolve()) and child.model.adapter == ""
+    assert Path(child.recognition.vocabulary).is_absolute() and Path(child.recognition.vocabulary).is_file()
+    assert (child.video, child.limits, child.recognition.prompt) == (engine.config.video, engine.config.limits,
+                                                                     engine.config.recognition.prompt)
+    path = tmp_path / "engine_config.json"
+    path.write_text(json.dumps(child.to_dict()))
+    # Read back exactly, whatever SIGNLENS_* the child's environment holds.
+    os.environ["SIGNLENS_FRAMES"] = "3"
+    try:
+        assert load_engine_config(path) == child
+    finally:
+        del os.environ["SIGNLENS_FRAMES"]
 
 
 def test_ui_and_runs_modules_import_no_torch():
     # Training runs in a subprocess; the tab and the run manager only read configs (the
     # engine package's config reader, which imports no torch) and watch files.
-    code = ("import sys, webapp.finetune_tab, training.runs; "
+    code = ("import sys, webapp.finetune_tab, training.finetune.runs; "
             "print([m for m in ('torch', 'transformers', 'trl', 'peft', 'engine.model', 'engine.scoring') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -121,7 +140,7 @@ def test_start_refuses_bad_requests(tuner, space):
         start("gestures", "../escape", 1, 6, 1e-3, 8, False)
     with pytest.raises(RunError, match="no built dataset named 'nope'"):
         start("nope", "", 1, 6, 1e-3, 8, False)
-    with pytest.raises(RunError, match="learning_rate must be between 0 and 1"):
+    with pytest.raises(FinetuneConfigError, match="learning_rate must be between 0 and 1"):
         start("gestures", "", 1, 6, 2.0, 8, False)
     with pytest.raises(RunError, match="Fill in lora r"):
         start("gestures", "", 1, 6, 1e-3, None, False)
@@ -143,7 +162,8 @@ def test_launch_trains_and_lists_the_adapter(manager, trained, tiny_model_dir):
     folder = manager.runs_root / trained
     assert json.loads((folder / "engine_config.json").read_text())["model"]["id"] == str(Path(tiny_model_dir).resolve())
     assert json.loads((folder / "finetune_config.json").read_text())["lora_r"] == 8
-    assert "Adapter saved to" in (folder / "process.log").read_text()
+    assert f"Adapter of run {trained} saved" in (folder / "process.log").read_text()
+    assert str(manager.layout.root) not in manager.log_tail(trained)  # the UI shows it: no server paths
     assert [step for step, _ in manager.losses(trained)] == [1, 2, 3, 4, 5, 6]
     assert manager.job().state == "done"
 
@@ -160,7 +180,7 @@ def test_cancel_refuses_a_second_launch_then_resume_completes(manager, tuner, tr
         manager.launch("gestures", run_name="second", overrides=FAST)
     with pytest.raises(RunBusy):
         manager.evaluate(trained)
-    other_app = FineTuner(engine, space.data_root, space.runs_root)
+    other_app = FineTuner(engine, space.layout)
     with pytest.raises(gr.Error, match=r"A training run \(long\) is still running"):
         _ui(other_app.start)("gestures", "third", 1, 4, 1e-3, 8, False)
     assert not (manager.runs_root / "second").exists() and not (manager.runs_root / "third").exists()
@@ -201,13 +221,13 @@ def test_cancel_terminates_a_run_that_does_not_stop(manager, monkeypatch, tmp_pa
         "import json, signal, sys, time\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         "args = sys.argv[1:]\n"
-        "folder = [a.split('=', 1)[1] for a in args if a.startswith('output_dir=')][0] + '/' + args[args.index('--run-name') + 1]\n"
+        "folder = args[args.index('--config') + 1].rsplit('/', 1)[0]\n"
         "json.dump({'state': 'running', 'step': 3}, open(folder + '/status.json', 'w'))\n"
         "print('training...', flush=True)\n"
         "time.sleep(120)\n"))
     stub.chmod(0o755)
     monkeypatch.setattr(runs, "KILL_GRACE_S", 0.5)
-    deaf = RunManager(manager.runs_root, manager.data_root, engine_config=manager.engine_config, python=str(stub))
+    deaf = RunManager(manager.layout, engine_config=manager.engine_config, python=str(stub))
     name = deaf.launch("gestures", run_name="deaf", overrides=FAST)
     wait_until(lambda: status(deaf, name).get("state") == "running", 30, "the stub to start")
     started = time.monotonic()
@@ -226,7 +246,7 @@ def test_a_crashed_run_is_marked_failed_and_can_resume(manager, tmp_path):
                     "import sys\nprint('loading...')\nprint('error: The dataset gestures has no training clips.', file=sys.stderr)\n"
                     "sys.exit(2)\n")
     stub.chmod(0o755)
-    crashing = RunManager(manager.runs_root, manager.data_root, python=str(stub))
+    crashing = RunManager(manager.layout, engine_config=manager.engine_config, python=str(stub))
     name = crashing.launch("gestures", run_name="crash", overrides=FAST)
     state = crashing.wait(30)
     assert (state.state, state.returncode) == ("failed", 2)
@@ -234,15 +254,16 @@ def test_a_crashed_run_is_marked_failed_and_can_resume(manager, tmp_path):
     assert status(crashing, name) == {"state": "failed", "returncode": 2, "message": state.message}
     info = crashing.run(name)
     assert info.state == "failed" and info.message == state.message and info.adapter is None
-    # No finetune_config.json: it died before saving its settings, so there is nothing to resume.
-    with pytest.raises(RunError, match="never got as far"):
-        crashing.resume(name)
-    (manager.runs_root / name / "finetune_config.json").write_text(json.dumps({"dataset": "gestures", "run_name": name}))
-    crashing.resume(name)
+    crashing.resume(name)  # the settings were written before the child started: resume reads them again
     assert crashing.wait(30).state == "failed"
     command = json.loads((manager.runs_root / name / "process.json").read_text())["command"]
-    assert command[1:5] == ["-m", "training.finetune", "--config", str(manager.runs_root / name / "finetune_config.json")]
-    assert "--resume" in command
+    folder = manager.runs_root / name
+    assert command[1:] == ["-m", "training.finetune", "--config", str(folder / "finetune_config.json"),
+                           "--engine-config", str(folder / "engine_config.json"), "--data", str(manager.layout.root),
+                           "--resume"]
+    (folder / "engine_config.json").unlink()  # a folder without its settings cannot be resumed
+    with pytest.raises(RunError, match="never got as far"):
+        crashing.resume(name)
 
 
 def _ui(fn):
@@ -255,7 +276,7 @@ def _ui(fn):
 def test_tab_events_watch_evaluate_and_report(tuner, manager, trained):
     job, log, plot, table, choices, report, confusion, active, seen = tuner.tick(trained, trained, {})
     assert "Training" in job or "Evaluation" in job
-    assert "Adapter saved to" in log
+    assert "Adapter of run tiny6 saved" in log
     assert list(plot.columns) == ["step", "loss"] and plot["step"].tolist()[:6] == [1, 2, 3, 4, 5, 6]
     assert any(row[0] == trained and row[2] == 6 for row in table)
     assert trained in choices.constructor_args["choices"]
@@ -287,7 +308,7 @@ def probabilities(result) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_activation_changes_what_the_shared_engine_recognizes(tuner, manager, trained, engine, space):
-    clip = space.data_root / "datasets" / "gestures" / "clips" / "test_circle_0.mp4"
+    clip = space.layout.datasets / "gestures" / "clips" / "test_circle_0.mp4"
     adapter = manager.adapter_path(trained)
     glossary = engine.status().vocabulary
     # The base model over the adapter's glosses: separates the adapter's weights from its vocabulary.
@@ -315,7 +336,7 @@ def test_deactivation_restores_the_base_model_exactly(tuner, manager, trained, t
 
     engine = Engine(tiny_config(tiny_model_dir)).start()  # a pristine base model
     try:
-        clip = space.data_root / "datasets" / "gestures" / "clips" / "test_circle_0.mp4"
+        clip = space.layout.datasets / "gestures" / "clips" / "test_circle_0.mp4"
         before = probabilities(engine.recognize(clip, top_k=5))
         engine.load_adapter(manager.adapter_path(trained))
         engine.unload_adapter()
@@ -333,7 +354,7 @@ def test_endpoints_through_gradio_client(tuner, manager, trained, engine, space)
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     with gr.Blocks() as demo:
         with gr.Tab("Fine-tune"):
-            build_finetune_tab(engine, space.data_root, space.runs_root)
+            build_finetune_tab(engine, space.layout)
     demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         client = Client(demo.local_url, verbose=False)
@@ -351,3 +372,16 @@ def test_endpoints_through_gradio_client(tuner, manager, trained, engine, space)
         assert engine.status().adapter == ""
     finally:
         demo.close()
+
+
+def test_a_run_trains_with_the_servers_config(manager, trained, engine):
+    """No train/serve drift: the child loads the server's resolved config, prompt included."""
+    folder = manager.runs_root / trained
+    saved = load_engine_config(folder / "engine_config.json")
+    assert saved == runs.child_engine_config(engine.config)
+    assert (saved.recognition.prompt, saved.video.crop_to_bbox) == (PROMPT, False)
+    log = (folder / "process.log").read_text()
+    example = next(line for line in log.splitlines() if "First training example:" in line)
+    reads, answer = example.split(", learns to answer ")
+    assert PROMPT in reads  # what the child fed the model
+    assert answer.strip("'") in {f"{gloss}<|im_end|>" for gloss in CLASSES}  # labels: the gloss and end of turn only

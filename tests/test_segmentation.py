@@ -11,7 +11,6 @@ import pytest
 from engine.errors import ConfigError, SignLensError
 from engine.live import LiveRecognizer
 from engine.segmentation import LiveConfig, Segmenter, SegmenterConfig, load_live_config
-from engine.trim import frame_span
 from media import write_video
 from webapp.samples import signer_frames
 
@@ -86,16 +85,6 @@ def test_live_config_file_and_overrides(tmp_path):
         SegmenterConfig(start_threshold=0.01, stop_threshold=0.02)
     with pytest.raises(ConfigError, match="whole number"):
         load_live_config(overrides={"live": {"max_sessions": 2.5}})
-
-
-def test_frame_span_converts_seconds(tmp_path):
-    clip = write_video(tmp_path / "c.mp4", 60, fps=20)
-    assert frame_span(clip) == (1, -1)
-    assert frame_span(clip, 0.5, 1.5) == (11, 30)
-    assert frame_span(clip, 1.0, None) == (21, -1)
-    assert frame_span(tmp_path / "x.png", 1, 2) == (1, -1)
-    with pytest.raises(SignLensError, match="after its start"):
-        frame_span(clip, 2, 1)
 
 
 class SlowEngine:

@@ -6,16 +6,18 @@ import os
 
 import pytest
 
-from training.userdata import UserDataError, add_clip, read_clips, resolve_inside, update_clip
+from training.curate.userdata import add_clip, read_clips, update_clip
+from training.errors import UserDataError
+from training.layout import DataLayout, resolve_inside
 
 
 def test_add_relabel_exclude_restore_survive_a_reload(tmp_path):
     source = tmp_path / "upload.MP4"
     source.write_bytes(b"video bytes")
-    root = tmp_path / "data"
+    root = DataLayout.at(tmp_path / "data")
     first = add_clip(root, source, " book ", source="upload", predicted="read", confidence=0.41234)
     second = add_clip(root, source, "drink", source="live")
-    assert (root / first.clip).read_bytes() == b"video bytes" and first.clip.endswith(".mp4")
+    assert (root.root / first.clip).read_bytes() == b"video bytes" and first.clip.endswith(".mp4")
     assert (first.gloss, first.predicted, first.confidence, first.status) == ("book", "read", 0.4123, "pending")
     update_clip(root, first.id, gloss="look at")
     update_clip(root, second.id, status="excluded")
@@ -23,21 +25,27 @@ def test_add_relabel_exclude_restore_survive_a_reload(tmp_path):
     assert reloaded[first.id].gloss == "look at" and reloaded[second.id].status == "excluded"
     update_clip(root, second.id, status="pending")
     assert {c.id: c.status for c in read_clips(root)}[second.id] == "pending"
-    leftovers = [p for p in (root / "user").rglob("*") if p.name.endswith(".part")]
+    leftovers = [p for p in (root.root / "user").rglob("*") if p.name.endswith(".part")]
     assert leftovers == []
 
 
 def test_refusals_are_plain_sentences(tmp_path):
     source = tmp_path / "a.mp4"
     source.write_bytes(b"x")
+    root = DataLayout.at(tmp_path)
     with pytest.raises(UserDataError, match="Choose the gloss"):
-        add_clip(tmp_path, source, "  ", source="upload")
+        add_clip(root, source, "  ", source="upload")
     with pytest.raises(UserDataError, match="no longer available"):
-        add_clip(tmp_path, tmp_path / "gone.mp4", "book", source="upload")
+        add_clip(root, tmp_path / "gone.mp4", "book", source="upload")
     with pytest.raises(UserDataError, match="No clip with id"):
-        update_clip(tmp_path, "nope", status="accepted")
+        update_clip(root, "nope", status="accepted")
     with pytest.raises(UserDataError, match="Unknown status"):
-        update_clip(tmp_path, "nope", status="deleted")
+        update_clip(root, "nope", status="deleted")
+    for bad, why in (("x" * 100_000, "at most 64"), ("a\nb", "characters a gloss cannot have"),
+                     ("a\x00b", "characters a gloss cannot have"), (3, "must be text")):
+        with pytest.raises(UserDataError, match=why):
+            add_clip(root, source, bad, source="upload")
+    assert read_clips(root) == []  # nothing refused was stored
 
 
 def test_paths_cannot_leave_the_data_root(tmp_path):

@@ -47,6 +47,40 @@ def test_wlasl_span_is_one_based_and_inclusive(tmp_path):
     assert [read_index(f) for f in to_end.frames] == [105, 115]
 
 
+def test_trim_in_seconds_uses_the_frames_own_timestamps(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", 60, fps=20)
+    # 0.5 s .. 1.5 s at 20 fps: the frames shown from 0.5 s up to 1.5 s, indices 10..29
+    trimmed = load_clip(path, num_frames=4, limits=LIMITS, start_s=0.5, end_s=1.5)
+    assert trimmed.indices == (12, 17, 22, 27)
+    assert [read_index(f) for f in trimmed.frames] == [12, 17, 22, 27]
+    assert load_clip(path, num_frames=2, limits=LIMITS, start_s=2.0).indices == (45, 55)
+    assert load_clip(path, num_frames=2, limits=LIMITS, start_s=0, end_s=0).indices == (15, 45)
+    image = tmp_path / "x.png"
+    Image.fromarray(index_frame(3)).save(image)
+    assert load_clip(image, num_frames=2, limits=LIMITS, start_s=1, end_s=2).indices == (0,)
+
+
+@pytest.mark.parametrize("start,end,message", [
+    (2, 1, "must come after its start"),
+    (-1, 0, "zero or a positive number"),
+    (float("nan"), 0, "zero or a positive number"),
+    (0, float("inf"), "zero or a positive number"),
+    ("abc", 0, "must be a number of seconds"),
+    ([1], 0, "must be a number of seconds"),
+    (50, 0, "The trim starts at 50 s, but clip.mp4 is only 3.0 s long."),
+])
+def test_bad_trim_gets_one_sentence_in_seconds(tmp_path, start, end, message):
+    path = write_video(tmp_path / "clip.mp4", 60, fps=20)
+    with pytest.raises(ClipError, match=message.replace(".", r"\.")):
+        load_clip(path, num_frames=2, limits=LIMITS, start_s=start, end_s=end)
+
+
+def test_span_in_frames_and_seconds_together_is_refused(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", 30, fps=20)
+    with pytest.raises(ClipError, match="not both"):
+        load_clip(path, num_frames=2, limits=LIMITS, frame_start=5, start_s=0.5)
+
+
 @pytest.mark.parametrize(
     "suffix,codec,options",
     [

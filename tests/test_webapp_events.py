@@ -15,7 +15,8 @@ from engine.config import LimitsConfig
 from engine.segmentation import LiveConfig
 from engine.video import load_clip
 from media import write_video
-from training.userdata import read_clips
+from training.curate.userdata import read_clips
+from training.layout import DataLayout
 from webapp.app import build_app
 from webapp.live import LiveSession
 from webapp import samples
@@ -31,8 +32,8 @@ def event(app: gr.Blocks, api_name: str):
 
 @pytest.fixture(scope="module")
 def app(tiny_engine, tmp_path_factory):
-    data_root = tmp_path_factory.mktemp("data")
-    return build_app(tiny_engine, data_root=data_root), data_root
+    layout = DataLayout.at(tmp_path_factory.mktemp("data"))
+    return build_app(tiny_engine, layout=layout), layout
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +89,14 @@ def test_upload_many_keeps_going_and_a_single_bad_file_is_one_sentence(app, clip
 
 
 def test_correct_this_saves_the_clip_with_a_manifest_line(app, clips):
-    blocks, data_root = app
+    blocks, layout = app
     entries, *_ = event(blocks, "upload_recognize")([str(clips[0])], 0, 0)
     message = event(blocks, "upload_correct")(entries, "sign.mp4", "hello")
     assert "hello" in message
-    [record] = [c for c in read_clips(data_root) if c.gloss == "hello"]
+    [record] = [c for c in read_clips(layout) if c.gloss == "hello"]
     assert record.source == "upload" and record.predicted == entries[0]["top"][0][0]
-    assert (data_root / record.clip).read_bytes() == clips[0].read_bytes()
-    line = (data_root / "user" / "manifest.jsonl").read_text().splitlines()[-1]
+    assert (layout.root / record.clip).read_bytes() == clips[0].read_bytes()
+    line = layout.user_manifest.read_text().splitlines()[-1]
     assert json.loads(line)["gloss"] == "hello"
     with pytest.raises(gr.Error, match="Choose the gloss"):
         event(blocks, "upload_correct")(entries, "sign.mp4", "")
@@ -122,7 +123,7 @@ class RecordingEngine:
 def test_live_unmirrors_frames_and_never_waits_for_the_model(tiny_engine, tmp_path):
     gate = threading.Event()
     engine = RecordingEngine(tiny_engine, gate)
-    blocks = build_app(engine, data_root=tmp_path, live_config=LiveConfig())
+    blocks = build_app(engine, layout=DataLayout.at(tmp_path), live_config=LiveConfig())
     on_frame, poll = event(blocks, "live_frame"), event(blocks, "live_poll")
     camera = signer_frames(still_s=1.0, move_s=1.2, width=640, height=480)
     assert on_frame(None, None)[0] is not None  # a missing frame is skipped, not an error
@@ -159,7 +160,7 @@ def test_live_unmirrors_frames_and_never_waits_for_the_model(tiny_engine, tmp_pa
 
 
 def test_live_pick_another_guess_sentence_and_clear(tiny_engine, tmp_path):
-    blocks = build_app(tiny_engine, data_root=tmp_path, live_config=LiveConfig(uncertain_below=1.0))
+    blocks = build_app(tiny_engine, layout=DataLayout.at(tmp_path), live_config=LiveConfig(uncertain_below=1.0))
     session = LiveSession(tiny_engine, LiveConfig(uncertain_below=1.0))
     for i, frame in enumerate(signer_frames(still_s=1.0, move_s=1.2)):
         session.recognizer.feed(frame, i / FPS)
@@ -176,7 +177,7 @@ def test_live_pick_another_guess_sentence_and_clear(tiny_engine, tmp_path):
     # Correct this: the frames the model saw become a clip in the user data.
     message = event(blocks, "live_correct")(session, 0, "thank-you")
     assert "thank-you" in message
-    [record] = read_clips(tmp_path)
+    [record] = read_clips(DataLayout.at(tmp_path))
     assert record.source == "live" and record.gloss == "thank-you" and record.predicted == fix_guess.choices[0][1]
     assert len(tiny_engine.recognize(tmp_path / record.clip).clip.frames) == tiny_engine.config.video.frames_per_clip
     with pytest.raises(gr.Error, match="Choose the gloss"):
@@ -212,7 +213,7 @@ def test_api_functions_return_json_and_plain_errors(app, clips):
 
 def test_calls_while_the_model_loads_say_so(loading_engine, tmp_path, clips):
     loading, release = loading_engine
-    blocks = build_app(loading, data_root=tmp_path)
+    blocks = build_app(loading, layout=DataLayout.at(tmp_path))
     for name, args in [("recognize", (str(clips[0]), 0, 0)), ("upload_recognize", ([str(clips[0])], 0, 0)), ("sentence", ("HELLO",))]:
         with pytest.raises(gr.Error, match="The model is still loading; try again in a moment."):
             event(blocks, name)(*args)
@@ -220,3 +221,24 @@ def test_calls_while_the_model_loads_say_so(loading_engine, tmp_path, clips):
     release.set()
     assert loading.wait(30).state == "ready"
     assert event(blocks, "recognize")(str(clips[0]), 0, 0)["gloss"]
+
+
+def test_every_error_reaches_the_user_as_one_sentence(caplog):
+    from training.errors import DatasetError
+    from webapp.common import UNEXPECTED, user_errors
+
+    def ours():
+        raise DatasetError("The dataset x has no test clips; its splits are train.")
+
+    def bug():
+        raise KeyError("internal detail")
+
+    with pytest.raises(gr.Error) as caught:
+        user_errors(ours)()
+    assert caught.value.message == "The dataset x has no test clips; its splits are train."
+    with caplog.at_level("ERROR", logger="webapp.common"):
+        with pytest.raises(gr.Error) as caught:
+            user_errors(bug)()
+    assert caught.value.message == UNEXPECTED and "internal detail" not in caught.value.message
+    [record] = caplog.records
+    assert record.exc_info and record.exc_info[0] is KeyError  # the traceback goes to the log

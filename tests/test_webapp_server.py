@@ -123,10 +123,11 @@ def test_readme_curl_example_runs(webapp_server, files):
 
 
 def test_pages_are_served_while_the_model_loads(loading_engine, tmp_path, files):
+    from training.layout import DataLayout
     from webapp.app import build_app, serve
 
     loading, release = loading_engine
-    app = build_app(loading, data_root=tmp_path)
+    app = build_app(loading, layout=DataLayout.at(tmp_path))
     serve(app, loading, port=free_port(), prevent_thread_lock=True)
     try:
         with urllib.request.urlopen(app.local_url, timeout=30) as page:

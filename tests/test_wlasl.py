@@ -8,11 +8,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import shared_path
+from engine import SignLensError
+from training.errors import DatasetError, TrainingError, WlaslFormatError
 
-from training import wlasl
-from training.wlasl import (
+from training.curate import wlasl
+from training.curate.wlasl import (
     ASSET_DIR,
-    WlaslFormatError,
     WlaslInstance,
     clip_filename,
     filter_instances,
@@ -22,7 +24,6 @@ from training.wlasl import (
     signer_independent_split,
 )
 
-UPSTREAM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wlasl"
 SUBSET_SIZES = {"WLASL100": 2038, "WLASL300": 5118, "WLASL1000": 13174, "WLASL2000": 21095}
 
 
@@ -51,11 +52,11 @@ def test_assets_carry_the_licence_and_stay_small():
     assert "C-UDA" in (ASSET_DIR / "README.md").read_text()
 
 
-@pytest.mark.skipif(not (UPSTREAM / "WLASL_v0.3.json").exists(), reason="upstream copy not present")
 def test_shipped_copy_matches_upstream_field_by_field(instances):
+    upstream = shared_path("data", "wlasl", "WLASL_v0.3.json")
     # Reading the plain .json also exercises the non-gzip path.
-    assert load_wlasl(UPSTREAM / "WLASL_v0.3.json") == instances
-    raw = json.loads((UPSTREAM / "WLASL_v0.3.json").read_text())
+    assert load_wlasl(upstream) == instances
+    raw = json.loads(upstream.read_text())
     by_id = {i.video_id: i for i in instances}
     for entry in raw:
         for r in entry["instances"]:
@@ -160,8 +161,14 @@ def test_malformed_metadata_is_reported(tmp_path):
     path = tmp_path / "bad.json.gz"
     with gzip.open(path, "wt") as f:
         json.dump([{"gloss": "book", "instances": [{"video_id": "1", "url": "u"}]}], f)
-    with pytest.raises(WlaslFormatError, match="lacks"):
+    with pytest.raises(WlaslFormatError, match=r"^The WLASL metadata file bad.json.gz is not WLASL v0.3: instance '1' "
+                       r"of gloss 'book' lacks \["):
         load_wlasl(path)
-    with pytest.raises(FileNotFoundError):
+    path.write_bytes(b"not gzip at all")
+    with pytest.raises(WlaslFormatError, match=r"^The WLASL metadata file bad.json.gz is not readable JSON"):
+        load_wlasl(path)
+    with pytest.raises(DatasetError, match=r"^The WLASL metadata file missing.json does not exist\.$"):
         load_wlasl(tmp_path / "missing.json")
+    # One family: every one of these is a SignLensError, which the app, the API and the CLIs catch.
+    assert issubclass(WlaslFormatError, TrainingError) and issubclass(TrainingError, SignLensError)
     assert wlasl.DEFAULT_METADATA.exists()

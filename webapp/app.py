@@ -1,6 +1,6 @@
-"""The Gradio Blocks app. UI only: every action calls the engine (or the user data store).
+"""The Gradio Blocks app. UI only: every event calls a function of `engine` or `training`.
 
-    app = build_app(engine, data_root=default_data_root())
+    app = build_app(engine, layout=DataLayout.at())
     serve(app, engine, host="127.0.0.1", port=7860)
 
 Layout: a status header (model state, device, vocabulary, adapter; refreshed while it
@@ -12,12 +12,11 @@ gets the engine's "The model is still loading; try again in a moment."
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import gradio as gr
 
-from engine import Engine
-from engine.segmentation import LiveConfig, load_live_config
+from engine import Engine, LiveConfig, load_live_config
+from training.layout import DataLayout
 from webapp.api import build_api
 from webapp.curate_tab import build_curate_tab
 from webapp.finetune_tab import build_finetune_tab
@@ -30,7 +29,7 @@ from webapp.upload import build_upload_tab
 QUEUE_SIZE = 64
 
 
-def build_app(engine: Engine, *, data_root: Path, live_config: LiveConfig | None = None) -> gr.Blocks:
+def build_app(engine: Engine, *, layout: DataLayout, live_config: LiveConfig | None = None) -> gr.Blocks:
     live_config = live_config or load_live_config()
     with gr.Blocks(title="SignLens") as app:
         gr.Markdown("# SignLens\nSign-language recognition with a vision-language model.")
@@ -42,13 +41,13 @@ def build_app(engine: Engine, *, data_root: Path, live_config: LiveConfig | None
         timer = gr.Timer(1.0)
         with gr.Tabs():
             with gr.Tab("Live", id="live"):
-                build_live_tab(engine, live_config, data_root=Path(data_root))
+                build_live_tab(engine, live_config, layout=layout)
             with gr.Tab("Upload", id="upload"):
-                build_upload_tab(engine, data_root=Path(data_root))
+                build_upload_tab(engine, layout=layout)
             with gr.Tab("Curate", id="curate"):
-                build_curate_tab(engine, Path(data_root))
+                build_curate_tab(engine, layout)
             with gr.Tab("Fine-tune", id="finetune"):
-                build_finetune_tab(engine, Path(data_root))
+                build_finetune_tab(engine, layout)
         build_api(engine)
 
         def refresh():

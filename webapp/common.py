@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -10,14 +11,9 @@ from typing import Any, Callable, Sequence
 import gradio as gr
 import numpy as np
 
-from engine import Engine, RecognitionResult, SignLensError
-from engine.core import Prediction
-from engine.trim import frame_span
-from training.dataset import DatasetError
-from training.finetune_config import FinetuneConfigError
-from training.jobs import JobBusy
-from training.runs import RunError
-from training.userdata import UserDataError
+from engine import Engine, Prediction, RecognitionResult, SignLensError
+
+log = logging.getLogger(__name__)
 
 # Every event that runs the model joins this queue group. Two at a time: one request can
 # decode and preprocess while another holds the engine's lock for its forward pass; more
@@ -30,23 +26,28 @@ MODEL_CONCURRENCY = 2
 THUMBNAIL_WIDTH = 224
 
 
-# Errors whose message is one sentence meant for the user, from every room of the product.
-USER_ERRORS = (SignLensError, UserDataError, DatasetError, JobBusy, RunError, FinetuneConfigError)
+UNEXPECTED = "Something went wrong on the server; it was logged. Try again, or report it if it keeps happening."
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Turn the engine's and the training code's one-sentence errors into `gr.Error`.
+    """Every error as one sentence in a `gr.Error`: the page, gradio_client and curl see it.
 
-    Anything else is a bug: Gradio logs it and shows a generic "Error" (show_error is off),
-    so no traceback ever reaches the page.
+    A `SignLensError` (the engine's and training's one family) carries the sentence for
+    the user. Anything else is a bug: its traceback goes to the server log, and the user
+    gets one plain sentence rather than Gradio's bare "Error".
     """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as exc:
+        except gr.Error:
+            raise
+        except SignLensError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
+        except Exception:
+            log.exception("unexpected error in %s", getattr(fn, "__name__", "an event"))
+            raise gr.Error(UNEXPECTED, print_exception=False) from None
 
     return wrapper
 
@@ -54,8 +55,7 @@ def user_errors(fn: Callable) -> Callable:
 def recognize_file(engine: Engine, path: str | Path, start_s: float | None = None, end_s: float | None = None) -> tuple[RecognitionResult, float]:
     """Recognize one uploaded file, trimmed in seconds; returns the result and wall time in ms."""
     started = time.perf_counter()
-    frame_start, frame_end = frame_span(path, start_s, end_s)
-    result = engine.recognize(path, frame_start=frame_start, frame_end=frame_end)
+    result = engine.recognize(path, start_s=start_s, end_s=end_s)
     return result, (time.perf_counter() - started) * 1000
 
 

@@ -1,6 +1,6 @@
 """The Fine-tune tab: train a LoRA adapter on a curated dataset, watch it, evaluate it, use it.
 
-UI only. Training and evaluation run as background processes (`training/runs.py`: one
+UI only. Training and evaluation run as background processes (`training/finetune/runs.py`: one
 at a time, server-wide; the server keeps serving); this tab starts them, polls their
 files with a `gr.Timer` and shows the log, the loss curve and the reports. Activating an
 adapter hot-swaps it into the running engine, which every tab shares, so Upload and
@@ -9,9 +9,9 @@ tests call them directly; `build_finetune_tab` lays out the components inside an
 `gr.Tab`:
 
     with gr.Tab("Fine-tune"):
-        build_finetune_tab(engine, data_root)
+        build_finetune_tab(engine, layout)
 
-No torch or transformers here, nor in training/runs.py: the processes import them.
+No torch or transformers here, nor in training/finetune/runs.py: the processes import them.
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ from typing import Any
 import gradio as gr
 
 from training.dataset import list_datasets
-from training.finetune_config import FinetuneConfig, load_finetune_config
-from training.runs import RunError, RunInfo, RunManager, check_name, default_runs_root
+from training.errors import RunError
+from training.finetune.config import FinetuneConfig, load_finetune_config
+from training.finetune.run_folder import RunFolder
+from training.finetune.runs import RunInfo, RunManager, check_name
+from training.layout import DataLayout
 from webapp.common import user_errors
 
 ADAPTER_COLUMNS = ["run", "dataset", "steps", "train loss", "samples/s", "top-1", "top-5", "base top-1", "active"]
@@ -38,16 +41,15 @@ LOG_LINES = 15
 
 
 class FineTuner:
-    """The tab's event functions over one engine, one data root and one runs folder."""
+    """The tab's event functions over one engine and one data folder (its runs/)."""
 
-    def __init__(self, engine: Any, data_root: Path, runs_root: Path | None = None, *,
-                 config: FinetuneConfig | None = None, manager: RunManager | None = None) -> None:
+    def __init__(self, engine: Any, layout: DataLayout, *, config: FinetuneConfig | None = None,
+                 manager: RunManager | None = None) -> None:
         self.engine = engine
-        self.data_root = Path(data_root).resolve()
+        self.layout = layout
         defaults = load_finetune_config()
         self.config = config or defaults
-        self.manager = manager or RunManager(runs_root or default_runs_root(), self.data_root,
-                                             engine_config=getattr(engine, "config", None))
+        self.manager = manager or RunManager(layout, engine_config=engine.config)
         # What `config` changes from the YAML: passed to every run besides the tab's fields.
         self._base = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(FinetuneConfig)
                       if f.name not in ("dataset", "run_name", "output_dir")
@@ -150,7 +152,7 @@ class FineTuner:
         if not status.adapter:
             return f"Active: **the base model** ({status.vocabulary_size} glosses)."
         path = Path(status.adapter)
-        name = path.parent.name if path.parent.parent == self.manager.runs_root else str(path)
+        name = path.parent.name if path.parent.parent == self.manager.runs_root else path.name  # never a server path
         return f"Active adapter: **{name}** ({status.vocabulary_size} glosses). Upload and Live use it now."
 
     # --- polling ----------------------------------------------------------------------
@@ -162,8 +164,8 @@ class FineTuner:
         root = self.manager.runs_root
         runs = self.manager.runs()
         keys = {
-            "plot": (run, _stamp(root / run / "train_log.jsonl") if run else None),
-            "adapters": (self.engine.status().adapter, *((r.name, r.state, _stamp(r.folder / "report.json"))
+            "plot": (run, _stamp(RunFolder(root / run).train_log) if run else None),
+            "adapters": (self.engine.status().adapter, *((r.name, r.state, _stamp(RunFolder(r.folder).report))
                                                         for r in runs)),
             "report": (adapter, _stamp(root / adapter / "report.md") if adapter else None),
         }
@@ -181,7 +183,7 @@ class FineTuner:
         return gr.Dropdown(choices=names, value=value) if value else gr.Dropdown(choices=names)
 
     def refresh(self):
-        names = list_datasets(self.data_root)
+        names = list_datasets(self.layout)
         return gr.Dropdown(choices=names), self._run_choices()
 
 
@@ -220,20 +222,19 @@ def _adapter_row(run: RunInfo, active: str) -> list[Any]:
             _percent(ev.get("base", {}).get("top1")), "yes" if active and Path(active) == run.adapter else ""]
 
 
-def build_finetune_tab(engine: Any, data_root: Path, runs_root: Path | None = None, *,
-                       config: FinetuneConfig | None = None) -> FineTuner:
+def build_finetune_tab(engine: Any, layout: DataLayout, *, config: FinetuneConfig | None = None) -> FineTuner:
     """Lay out the Fine-tune tab in the current `gr.Tab` context and wire its events.
 
-    `runs_root` defaults to `runs/` in the repository (or `$SIGNLENS_RUNS`); `config` to
-    assets/config/finetune.yml. Returns the `FineTuner` (tests drive it directly).
+    Runs live in the data folder's runs/; `config` defaults to assets/config/finetune.yml.
+    Returns the `FineTuner` (tests drive it directly).
     """
-    tuner = FineTuner(engine, data_root, runs_root, config=config)
+    tuner = FineTuner(engine, layout, config=config)
     cfg, errors = tuner.config, user_errors
-    names = list_datasets(tuner.data_root)
+    names = list_datasets(layout)
     rows = tuner.adapter_table()
 
     gr.Markdown("Train a LoRA adapter on a dataset built in the Curate tab, watch it learn, evaluate it, and switch "
-                "the running model to it. Runs live in `" + str(tuner.manager.runs_root) + "`; command line: "
+                "the running model to it. Runs live in the data folder's `runs/`; command line: "
                 "`python -m training.finetune --help`.")
     gr.Markdown("### Train")
     with gr.Row():

@@ -38,10 +38,9 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from engine import Engine, SignLensError
-from engine.live import LiveEntry, LiveRecognizer
-from engine.segmentation import LiveConfig
-from training.userdata import add_clip
+from engine import Engine, LiveConfig, LiveEntry, LiveRecognizer, SignLensError
+from training.curate.userdata import add_clip
+from training.layout import DataLayout
 from webapp.common import MODEL_CONCURRENCY, MODEL_GROUP, label_value, user_errors
 from webapp.samples import write_video
 
@@ -67,7 +66,7 @@ def _close_session(session: LiveSession | None) -> None:
         session.close()
 
 
-def build_live_tab(engine: Engine, config: LiveConfig, *, data_root: Path) -> None:
+def build_live_tab(engine: Engine, config: LiveConfig, *, layout: DataLayout) -> None:
     """The tab's components and events; call inside `with gr.Tab(...)`."""
     session = gr.State(None, delete_callback=_close_session)
     with gr.Row():
@@ -183,7 +182,7 @@ def build_live_tab(engine: Engine, config: LiveConfig, *, data_root: Path) -> No
             # The frames the model saw, one per 1/8 s: sampling them again gives the same frames.
             clip = write_video(Path(folder) / f"live-{index + 1}.mp4", list(entry.frames), fps=8)
             best = entry.top[0]
-            record = add_clip(data_root, clip, gloss or "", source="live", predicted=best.gloss, confidence=best.probability)
+            record = add_clip(layout, clip, gloss or "", source="live", predicted=best.gloss, confidence=best.probability)
         return f"Saved sign #{index + 1} as **{record.gloss}** (model said {best.gloss}, {best.probability:.0%}); it waits in Curate for review."
 
     def clear(live: LiveSession | None):

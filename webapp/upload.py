@@ -2,19 +2,19 @@
 
 One file shows its result; several give a table too (a bad file gets its error sentence
 in its row and the others go on). "Correct this" copies a clip into the user dataset
-(`training/userdata.py`) under the gloss the user picks, for the Curate tab to review.
+(`training/curate/userdata.py`) under the gloss the user picks, for the Curate tab to review.
 UI only: the work is `engine.recognize` and `userdata.add_clip`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from engine import Engine, ModelNotReadyError, SignLensError
-from training.userdata import add_clip
+from engine import Engine, ModelNotReadyError, SignLensError, project_path
+from training.curate.userdata import add_clip
+from training.layout import DataLayout
 from webapp.common import (
     MODEL_CONCURRENCY,
     MODEL_GROUP,
@@ -25,12 +25,12 @@ from webapp.common import (
     user_errors,
 )
 
-SAMPLES = Path(__file__).resolve().parent.parent / "assets" / "samples"
+SAMPLES = project_path("assets/samples")
 FILE_TYPES = ["video", "image", ".mp4", ".webm", ".mov", ".avi", ".mkv"]
 TABLE_HEADERS = ["file", "gloss", "confidence", "2nd", "3rd", "ms", "error"]
 
 
-def build_upload_tab(engine: Engine, *, data_root: Path) -> None:
+def build_upload_tab(engine: Engine, *, layout: DataLayout) -> None:
     """The tab's components and events; call inside `with gr.Tab(...)`."""
     # One entry per file of the last run: name, path, top predictions, thumbnails, timings.
     results = gr.State([])
@@ -124,7 +124,7 @@ def build_upload_tab(engine: Engine, *, data_root: Path) -> None:
         if entry is None:
             raise SignLensError("Recognize a clip first, then choose the file to correct.")
         predicted, confidence = entry["top"][0]
-        record = add_clip(data_root, entry["path"], right or "", source="upload", predicted=predicted, confidence=confidence)
+        record = add_clip(layout, entry["path"], right or "", source="upload", predicted=predicted, confidence=confidence)
         return f"Saved **{entry['name']}** as **{record.gloss}** (was {predicted}, {confidence:.0%}); it waits in Curate for review."
 
     run.click(

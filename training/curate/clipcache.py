@@ -56,7 +56,7 @@ class ClipInfo:
 
 def source_limits():
     """Limits for trusted downloaded sources: YouTube videos are longer than user clips."""
-    from engine.config import LimitsConfig
+    from engine import LimitsConfig
 
     return LimitsConfig(max_file_mb=1024.0, max_clip_seconds=3600.0, max_resolution=4096)
 

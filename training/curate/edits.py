@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.atomic import write_text
-from training.userdata import UserDataError
-from training.wlasl import WlaslInstance, clip_filename
+from training.curate.wlasl import WlaslInstance, clip_filename
+from training.dataset import check_gloss
+from training.layout import DataLayout
 
 _lock = threading.Lock()
 
@@ -39,13 +40,9 @@ class WlaslEdit:
     updated: float = 0.0
 
 
-def edits_path(data_root: Path) -> Path:
-    return Path(data_root) / "wlasl" / "edits.json"
-
-
-def read_edits(data_root: Path) -> dict[str, WlaslEdit]:
+def read_edits(layout: DataLayout) -> dict[str, WlaslEdit]:
     """Every edit, by video_id; no file means no edits."""
-    path = edits_path(data_root)
+    path = layout.edits
     if not path.is_file():
         return {}
     raw = json.loads(path.read_text(encoding="utf-8") or "{}")
@@ -54,7 +51,7 @@ def read_edits(data_root: Path) -> dict[str, WlaslEdit]:
 
 
 def set_edit(
-    data_root: Path,
+    layout: DataLayout,
     video_id: str,
     *,
     original_gloss: str,
@@ -68,13 +65,11 @@ def set_edit(
     """
     clip_filename(video_id)  # the id is user input: refuse anything that is not a plain name
     with _lock:
-        edits = read_edits(data_root)
+        edits = read_edits(layout)
         current = edits.get(video_id, WlaslEdit())
         new_gloss = current.gloss
         if gloss is not None:
-            gloss = gloss.strip()
-            if not gloss:
-                raise UserDataError("Choose the new gloss before relabelling.")
+            gloss = check_gloss(gloss)
             new_gloss = "" if gloss == original_gloss else gloss
         edit = WlaslEdit(
             gloss=new_gloss,
@@ -85,7 +80,7 @@ def set_edit(
             edits[video_id] = edit
         else:
             edits.pop(video_id, None)
-        _write(edits_path(data_root), edits)
+        _write(layout.edits, edits)
     return edit
 
 

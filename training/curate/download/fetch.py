@@ -23,8 +23,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from training.download_config import DownloadConfig
-from training.download_errors import Cancelled, DownloadError
+from training.curate.download.config import DownloadConfig
+from training.errors import Cancelled, DownloadError
 
 logger = logging.getLogger(__name__)
 

@@ -10,14 +10,14 @@ JSONL manifest that a re-run reads to skip finished clips and retry the rest.
     python -m training.curate download --subset WLASL100
     python -m training.curate download --sources aslpro handspeak --per-host 1
 
-    from training import download, wlasl
+    from training.curate import download, wlasl
     summary = download.download_instances(wlasl.filter_instances(wlasl.load_wlasl(), subset="WLASL100"),
                                           "data/wlasl/videos")
     print(summary.format_summary())
 
-This module runs the jobs; the parts live beside it: ``download_fetch`` (HTTP and
-yt-dlp), ``download_files`` (checks, conversion, placing), ``download_manifest``, and
-the ``download_config`` and ``download_errors`` they all share.
+This module runs the jobs; the parts live beside it: ``fetch`` (HTTP and yt-dlp),
+``files`` (checks, conversion, placing), ``manifest`` and ``config``; their errors are
+in ``training.errors``.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from training import download_fetch, download_files
-from training.download_config import DownloadConfig
-from training.download_errors import Cancelled, DownloadError
-from training.download_manifest import ManifestRecord, read_manifest, write_manifest
-from training.wlasl import clip_filename
+from training.curate.download import fetch, files
+from training.curate.download.config import DownloadConfig
+from training.errors import Cancelled, DownloadError
+from training.curate.download.manifest import ManifestRecord, read_manifest, write_manifest
+from training.curate.wlasl import clip_filename
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class _Job:
 class _Context:
     out_dir: Path
     config: DownloadConfig
-    gate: download_fetch.HostGate
+    gate: fetch.HostGate
     stop: threading.Event
     previous: dict[str, ManifestRecord]
 
@@ -138,27 +138,27 @@ def _run_job(job: _Job, ctx: _Context) -> list[ManifestRecord] | None:
     try:
         previous = ctx.previous.get(first.video_id)
         if final.exists():
-            adopted = download_files.adopt(final) if previous is None or previous.status != "done" else None
+            adopted = files.adopt(final) if previous is None or previous.status != "done" else None
             if adopted is None:
                 final.unlink()  # a done clip that no longer matches the manifest: fetch again
         else:
             adopted = None
         if adopted is not None:
             size, sha = adopted
-        elif download_fetch.is_youtube(job.url):
-            yt_dlp = download_fetch.import_yt_dlp()
+        elif fetch.is_youtube(job.url):
+            yt_dlp = fetch.import_yt_dlp()
             if yt_dlp is None:
-                return _records(job, "skipped", error=download_fetch.YT_DLP_MISSING)
+                return _records(job, "skipped", error=fetch.YT_DLP_MISSING)
             attempts = 1
-            fetched = download_fetch.fetch_youtube(yt_dlp, job.url, ctx.out_dir / first.video_id,
+            fetched = fetch.fetch_youtube(yt_dlp, job.url, ctx.out_dir / first.video_id,
                                                    ctx.config, ctx.stop)
-            size, sha = download_files.finalize(fetched, final)
+            size, sha = files.finalize(fetched, final)
         else:
             rng = random.Random(f"{first.video_id}:{time.time_ns()}")
-            attempts = download_fetch.fetch_http(job.url, part, ctx.gate, ctx.config, ctx.stop, rng)
-            size, sha = download_files.finalize(part, final)
+            attempts = fetch.fetch_http(job.url, part, ctx.gate, ctx.config, ctx.stop, rng)
+            size, sha = files.finalize(part, final)
         for other in job.clips[1:]:
-            download_files.place_copy(final, ctx.out_dir / clip_filename(other.video_id))
+            files.place_copy(final, ctx.out_dir / clip_filename(other.video_id))
     except Cancelled:
         return None
     except DownloadError as e:
@@ -184,7 +184,7 @@ def _is_still_done(record: ManifestRecord | None, clip: Clip, out_dir: Path,
             return False
     except FileNotFoundError:
         return False
-    return not config.rehash_existing or download_files.file_sha256(path) == record.sha256
+    return not config.rehash_existing or files.file_sha256(path) == record.sha256
 
 
 def _plan_jobs(pending: list[Clip], out_dir: Path) -> dict[str, deque[_Job]]:
@@ -201,7 +201,7 @@ def _plan_jobs(pending: list[Clip], out_dir: Path) -> dict[str, deque[_Job]]:
     for url, clips in by_url.items():
         # The clip with the biggest .part goes first, so a shared URL resumes where it was.
         clips.sort(key=part_size, reverse=True)
-        queues.setdefault(download_fetch.host_key(url), deque()).append(_Job(url, tuple(clips)))
+        queues.setdefault(fetch.host_key(url), deque()).append(_Job(url, tuple(clips)))
     return queues
 
 
@@ -266,7 +266,7 @@ def download_instances(
     queues = _plan_jobs(pending, out_dir)
 
     stop = threading.Event()
-    ctx = _Context(out_dir=out_dir, config=config, gate=download_fetch.HostGate(config), stop=stop,
+    ctx = _Context(out_dir=out_dir, config=config, gate=fetch.HostGate(config), stop=stop,
                    previous=previous)
     finished = already_done
     if progress is not None:

@@ -1,7 +1,7 @@
 """Fine-tuning settings: one typed dataclass, read from YAML, overridable from the CLI.
 
-The resolved config is saved next to every run (`runs/<name>/finetune_config.json`), so
-a run can be repeated from that file alone: `--config runs/<name>/finetune_config.json`.
+The resolved config is saved next to every run (`<data>/runs/<name>/finetune_config.json`),
+so a run can be repeated from that file alone: `--config <data>/runs/<name>/finetune_config.json`.
 """
 
 from __future__ import annotations
@@ -12,22 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from engine.config import build_config, read_config_file
+from engine import EngineConfig, build_config, load_config, project_path, read_config_file
+from training.errors import FinetuneConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_FINETUNE_CONFIG = ROOT / "assets" / "config" / "finetune.yml"
-
-
-class FinetuneConfigError(ValueError):
-    """A setting that cannot work; the message names it."""
+DEFAULT_FINETUNE_CONFIG = "assets/config/finetune.yml"
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     # Dataset name under <data>/datasets/, or a folder holding dataset.jsonl (training/dataset.py).
     dataset: str = ""
-    # Runs are written to <output_dir>/<run_name>/ (checkpoints, adapter, logs, plots).
-    output_dir: str = "runs"
+    # Runs are written to <output_dir>/<run_name>/ (checkpoints, adapter, logs, plots);
+    # "" = <data>/runs/, beside the datasets they were trained on.
+    output_dir: str = ""
     # Empty: "<dataset>-<UTC timestamp>"; a fixed name lets a crashed run resume.
     run_name: str = ""
     epochs: float = 1.0
@@ -91,9 +88,13 @@ class FinetuneConfig:
 
 def load_finetune_config(path: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None) -> FinetuneConfig:
     """YAML (or a saved finetune_config.json) first, then `overrides` (CLI `--set k=v`)."""
-    path = Path(path) if path else DEFAULT_FINETUNE_CONFIG
+    path = project_path(path or DEFAULT_FINETUNE_CONFIG)
+    known = [f.name for f in dataclasses.fields(FinetuneConfig)]
+    unknown = sorted(set(overrides or {}) - set(known))
+    if unknown:  # a mistyped --set is the user's, not the config file's
+        raise FinetuneConfigError(f"There is no setting called {', '.join(unknown)}; the settings are {', '.join(known)}.")
     raw = {**read_config_file(path, FinetuneConfigError), **(overrides or {})}
-    return build_config(FinetuneConfig, raw, str(path), FinetuneConfigError)
+    return build_config(FinetuneConfig, raw, path.name, FinetuneConfigError)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -105,3 +106,13 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
             raise FinetuneConfigError(f"--set expects key=value, got {pair!r}.")
         out[key.strip()] = value.strip()
     return out
+
+
+def load_engine_config(path: str | Path | None) -> EngineConfig:
+    """The engine config a run trains or evaluates with.
+
+    A file (a run's saved engine_config.json, written by the server that started it) is
+    taken as it is, with no SIGNLENS_* variables on top: the child must run exactly what
+    the server serves. Without one, the app's own defaults and variables.
+    """
+    return load_config(path, env={}) if path else load_config()

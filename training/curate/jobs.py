@@ -15,13 +15,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine import SignLensError
+from training.errors import JobBusy
+
 log = logging.getLogger(__name__)
 
 Task = Callable[[Callable[[int, int], None], threading.Event], str]
-
-
-class JobBusy(RuntimeError):
-    """A task is already running; one at a time keeps the disk and the sites sane."""
 
 
 @dataclass(frozen=True)
@@ -42,9 +41,7 @@ class JobState:
 
 
 class BackgroundJob:
-    def __init__(self, *, expected_errors: tuple[type[BaseException], ...] = ()) -> None:
-        # Exceptions whose message is a sentence for the user; anything else is logged in full.
-        self._expected = expected_errors
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
@@ -99,11 +96,11 @@ class BackgroundJob:
         try:
             message = task(self._progress, cancel)
             state = "stopped" if cancel.is_set() else "done"
-        except self._expected as exc:
+        except SignLensError as exc:  # the user's to fix: its message is the sentence to show
             message, state = str(exc), "stopped" if cancel.is_set() else "failed"
-        except Exception as exc:  # a bug: keep the thread's death visible in the log and the UI
+        except Exception:  # a bug: the traceback goes to the log, one sentence to the UI
             log.exception("background %s failed", self._name)
-            message, state = f"{type(exc).__name__}: {exc}", "failed"
+            message, state = f"The {self._name} failed unexpectedly; the server log has the details.", "failed"
         with self._lock:
             self._state, self._message, self._finished = state, message, time.monotonic()
             self._note(f"{self._name} {state}")

@@ -4,9 +4,9 @@ The web app must keep serving while a run trains for hours, and a trainer that d
 of memory, a CUDA error) must not take the server with it; so each run is its own
 `python -m training.finetune` process and each evaluation its own `python -m
 training.evaluate`. This module only spawns those processes and reads the files they
-write (run folder layout: training/finetune.py); it never imports torch or transformers.
+write (the run folder format: run_folder.py); it never imports torch or transformers.
 
-    manager = RunManager(default_runs_root(), data_root, engine_config=engine.config)
+    manager = RunManager(layout, engine_config=engine.config)
     name = manager.launch("wlasl100", overrides={"max_steps": 100})
     manager.job()             # what runs now (or ran last): kind, run, state, message
     manager.cancel()          # touch CANCEL; terminated if it has not stopped in time
@@ -15,17 +15,20 @@ write (run folder layout: training/finetune.py); it never imports torch or trans
     manager.runs()            # every run folder with its state and metrics, newest first
 
 One process at a time, training or evaluation (each loads its own copy of the model):
-another launch raises `RunBusy`. The children get the serving engine's model settings
-as SIGNLENS_* variables, so a run trains the model the app serves. Besides what the
-trainer writes, a run folder holds process.log (the trainer's stdout and stderr),
-eval.log (the evaluator's) and process.json (pid, command, start time of the last one).
+another launch raises `RunBusy`. Configs travel as files: the serving engine's resolved
+config (model, device, quantization, prompt, frames, crop, limits, vocabulary) is written
+to the run's engine_config.json and the resolved fine-tune config to finetune_config.json
+before the child starts, and the child reads exactly those; a resume and an evaluation
+read the run's own files again. Besides what the trainer writes, a run folder holds
+process.log (the trainer's stdout and stderr), eval.log (the evaluator's) and
+process.json (pid, command, start time of the last one).
 Children run in their own session: restarting the server does not kill a run, and the
 next server finds it by its pid (one at a time still holds, and Cancel still works).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 import re
@@ -40,16 +43,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.dataset import list_datasets
 from training.atomic import write_json
-from training.finetune import read_losses
-from training.finetune_config import FinetuneConfigError, load_finetune_config
+from training.dataset import list_datasets, load_dataset
+from training.errors import RunBusy, RunError
+from training.finetune.config import load_finetune_config
+from training.finetune.run_folder import RunFolder, read_json, read_losses
+from training.layout import DataLayout
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
+# Where `python -m training...` resolves for the children (the repository, or site-packages).
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 MODULES = {"train": "training.finetune", "eval": "training.evaluate"}
-LOGS = {"train": "process.log", "eval": "eval.log"}
 # Letters, digits, ".", "_", "-"; no leading dot, so never ".", ".." or a hidden folder
 # (the trainer stages adapters in ".adapter.*").
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -61,18 +66,6 @@ KILL_GRACE_S = 10.0
 ACTIVE = ("starting", "running")
 
 
-class RunError(ValueError):
-    """A request about runs that cannot be done; the message is one sentence for the user."""
-
-
-class RunBusy(RunError):
-    """A training or evaluation process is already running."""
-
-
-def default_runs_root() -> Path:
-    return Path(os.environ.get("SIGNLENS_RUNS") or ROOT / "runs").resolve()
-
-
 def check_name(name: str | None) -> str:
     name = (name or "").strip()
     if not _NAME.fullmatch(name):
@@ -80,23 +73,17 @@ def check_name(name: str | None) -> str:
     return name
 
 
-def engine_env(engine_config: Any) -> dict[str, str]:
-    """The SIGNLENS_* variables that make a child load the model this engine config serves."""
-    if engine_config is None:
-        return {}
-    model = engine_config.model
-    # A local model folder relative to the server's cwd must still be found from the child's.
+def child_engine_config(engine_config: Any) -> Any:
+    """The serving engine's config as a child must load it: the base model (no adapter),
+    a local model folder and the vocabulary as absolute paths (the child's working
+    directory is not the server's)."""
+    model, recognition = engine_config.model, engine_config.recognition
     model_id = str(Path(model.id).resolve()) if Path(model.id).exists() else model.id
-    return {
-        "SIGNLENS_MODEL": model_id,
-        "SIGNLENS_REVISION": model.revision,
-        "SIGNLENS_DEVICE": model.device,
-        "SIGNLENS_DTYPE": model.dtype,
-        "SIGNLENS_QUANTIZATION": model.quantization,
-        "SIGNLENS_FRAMES": str(engine_config.video.frames_per_clip),
-        "SIGNLENS_VOCABULARY": str(Path(engine_config.vocabulary_path()).resolve()),
-        "SIGNLENS_MODE": engine_config.recognition.mode,
-    }
+    return dataclasses.replace(
+        engine_config,
+        model=dataclasses.replace(model, id=model_id, adapter=""),
+        recognition=dataclasses.replace(recognition, vocabulary=str(engine_config.vocabulary_path().resolve())),
+    )
 
 
 @dataclass(frozen=True)
@@ -122,7 +109,7 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
-class JobState:
+class ProcessState:
     # "train" | "eval"; "" when nothing ran since this manager started.
     kind: str
     run: str
@@ -157,10 +144,10 @@ class _Job:
 
 
 class RunManager:
-    def __init__(self, runs_root: Path | None, data_root: Path, *, engine_config: Any = None,
-                 cancel_timeout_s: float = CANCEL_TIMEOUT_S, python: str = sys.executable) -> None:
-        self.runs_root = Path(runs_root or default_runs_root()).resolve()
-        self.data_root = Path(data_root).resolve()
+    def __init__(self, layout: DataLayout, *, engine_config: Any, cancel_timeout_s: float = CANCEL_TIMEOUT_S,
+                 python: str = sys.executable) -> None:
+        self.layout = layout
+        self.runs_root = layout.runs
         self.engine_config = engine_config
         self.cancel_timeout_s = cancel_timeout_s
         self.python = python
@@ -172,32 +159,31 @@ class RunManager:
 
     def launch(self, dataset: str, *, run_name: str = "", overrides: Mapping[str, Any] | None = None) -> str:
         """Start training `dataset` in the background; returns the run's name."""
-        if not dataset or dataset not in list_datasets(self.data_root):
-            raise RunError(f"There is no built dataset named {dataset!r}: build it in the Curate tab first.")
+        if not dataset or dataset not in list_datasets(self.layout):
+            raise RunError(f"There is no built dataset named {str(dataset)[:40]!r}: build it in the Curate tab first.")
         name = check_name(run_name) if (run_name or "").strip() else \
             f"{dataset}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
         fixed = {"dataset", "run_name", "output_dir"} & set(overrides or {})
         if fixed:
             raise RunError(f"{', '.join(sorted(fixed))} cannot be overridden here.")
-        try:
-            config = load_finetune_config(overrides={**(overrides or {}), "dataset": dataset})
-        except FinetuneConfigError as exc:
-            raise RunError(str(exc)) from None
-        sets = [f"{key}={_text(getattr(config, key))}" for key in sorted(overrides or {})]
+        config = load_finetune_config(overrides={**(overrides or {}), "dataset": dataset, "run_name": name,
+                                                 "output_dir": str(self.runs_root)})
         with self._lock:
             self._ensure_idle()
-            folder = self.runs_root / name
-            if folder.exists():
+            run = RunFolder(self.runs_root / name)
+            if run.path.exists():
                 raise RunError(f"A run named {name} exists already: choose another name, or resume it.")
-            folder.mkdir(parents=True)
-            self._start("train", name, ["--dataset", dataset, "--run-name", name, "--set", f"output_dir={self.runs_root}",
-                                        *[arg for pair in sets for arg in ("--set", pair)]])
+            run.path.mkdir(parents=True)
+            write_json(run.finetune_config, config.to_dict())
+            write_json(run.engine_config, child_engine_config(self.engine_config).to_dict())
+            self._start("train", name, self._train_args(run))
         return name
 
     def resume(self, name: str) -> str:
         """Continue a cancelled, failed or interrupted run from its last checkpoint."""
         folder = self._folder(name)
-        if not (folder / "finetune_config.json").is_file():
+        run = RunFolder(folder)
+        if not (run.finetune_config.is_file() and run.engine_config.is_file()):
             raise RunError(f"The run {folder.name} never got as far as saving its settings; start a new run instead.")
         with self._lock:
             self._ensure_idle()
@@ -206,22 +192,26 @@ class RunManager:
                 raise RunError(f"The run {folder.name} has finished already; start a new run instead.")
             if state in (*ACTIVE, "cancelling"):  # e.g. a command-line run this app did not start
                 raise RunBusy(f"The run {folder.name} still says it is {state}; wait for it, or stop it first.")
-            (folder / "CANCEL").unlink(missing_ok=True)
-            # The saved config says where the run lives; the folder may have moved since.
-            self._start("train", folder.name, ["--config", str(folder / "finetune_config.json"), "--resume",
-                                               "--run-name", folder.name, "--set", f"output_dir={self.runs_root}"])
+            run.cancel.unlink(missing_ok=True)
+            self._start("train", folder.name, [*self._train_args(run), "--resume"])
         return folder.name
 
     def evaluate(self, name: str, *, dataset: str = "", split: str = "test") -> str:
         """Evaluate a run's adapter (and the base model) on its dataset; the report lands in the run folder."""
         adapter = self.adapter_path(name)
-        dataset = dataset or str(_read_json(adapter.parent / "finetune_config.json").get("dataset", ""))
+        run = RunFolder(adapter.parent)
+        dataset = dataset or str(read_json(run.finetune_config).get("dataset", ""))
         if not dataset:
             raise RunError(f"The run {name} does not say which dataset it was trained on.")
+        splits = load_dataset(dataset, self.layout).splits()
+        if split not in splits:  # say it now, not after the evaluator has loaded a model
+            raise RunError(f"The dataset {Path(dataset).name} has no {split} clips to evaluate on; "
+                           f"its splits are {', '.join(splits)}. Rebuild it with a {split} split.")
         with self._lock:
             self._ensure_idle()
-            self._start("eval", adapter.parent.name, ["--dataset", dataset, "--split", split, "--adapter", str(adapter)])
-        return adapter.parent.name
+            self._start("eval", run.name, ["--dataset", dataset, "--split", split, "--adapter", str(adapter),
+                                           "--engine-config", str(run.engine_config), "--data", str(self.layout.root)])
+        return run.name
 
     def cancel(self, *, timeout_s: float | None = None) -> str | None:
         """Stop the running process; returns its run name, or None when nothing runs.
@@ -238,13 +228,13 @@ class RunManager:
             if job.deadline is None:
                 wait = 0.0
                 if job.kind == "train":
-                    (job.folder / "CANCEL").touch()
-                    if _read_json(job.folder / "status.json").get("state") == "running":
+                    RunFolder(job.folder).cancel.touch()
+                    if RunFolder(job.folder).read_status().get("state") == "running":
                         wait = self.cancel_timeout_s if timeout_s is None else timeout_s
                 job.deadline, job.state = time.monotonic() + wait, "cancelling"
             return job.run
 
-    def wait(self, timeout: float | None = None) -> JobState:
+    def wait(self, timeout: float | None = None) -> ProcessState:
         job = self._job
         if job is not None and job.thread is not None:
             job.thread.join(timeout)
@@ -252,21 +242,21 @@ class RunManager:
 
     # --- reading ---------------------------------------------------------------------
 
-    def job(self) -> JobState:
+    def job(self) -> ProcessState:
         with self._lock:
             self._current()
             job = self._job
             if job is None:
-                return JobState("", "", "idle", None, 0.0, "")
+                return ProcessState("", "", "idle", None, 0.0, "")
             end = job.finished or time.monotonic()
-            return JobState(job.kind, job.run, job.state, job.returncode, end - job.started, job.message)
+            return ProcessState(job.kind, job.run, job.state, job.returncode, end - job.started, job.message)
 
     def runs(self) -> list[RunInfo]:
         """Every run folder, newest first."""
         if not self.runs_root.is_dir():
             return []
         folders = [p for p in self.runs_root.iterdir() if p.is_dir() and not p.is_symlink() and _NAME.fullmatch(p.name)
-                   and any((p / f).is_file() for f in ("finetune_config.json", "process.json", "status.json"))]
+                   and any(f.is_file() for f in (RunFolder(p).finetune_config, RunFolder(p).process, RunFolder(p).status))]
         return sorted((self._info(p) for p in folders), key=lambda r: r.started, reverse=True)
 
     def run(self, name: str) -> RunInfo:
@@ -283,15 +273,15 @@ class RunManager:
 
     def losses(self, name: str) -> list[tuple[int, float]]:
         """(step, loss) from train_log.jsonl; after a resume the repeated steps keep their latest value."""
-        return read_losses(self._folder(name) / "train_log.jsonl")
+        return read_losses(RunFolder(self._folder(name)).train_log)
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         """The end of the run's most recently written log (training or evaluation).
 
         Progress bars rewrite their line with carriage returns; only each line's last state is kept.
         """
-        folder = self._folder(name)
-        logs = [folder / f for f in LOGS.values() if (folder / f).is_file()]
+        run = RunFolder(self._folder(name))
+        logs = [path for path in (run.log("train"), run.log("eval")) if path.is_file()]
         if not logs:
             return ""
         text = _read_text(max(logs, key=lambda p: p.stat().st_mtime), tail=64 * 1024)
@@ -318,7 +308,7 @@ class RunManager:
             return None
         self._scanned = time.monotonic()
         for folder in (self.runs_root.iterdir() if self.runs_root.is_dir() else ()):
-            record = _read_json(folder / "process.json") if _NAME.fullmatch(folder.name) else {}
+            record = read_json(RunFolder(folder).process) if _NAME.fullmatch(folder.name) else {}
             kind, pid = record.get("kind"), record.get("pid")
             if kind in MODULES and isinstance(pid, int) and _pid_alive(pid, MODULES[kind]):
                 job = _Job(kind, folder.name, folder, pid, None)
@@ -329,21 +319,24 @@ class RunManager:
                 return job
         return None
 
+    def _train_args(self, run: RunFolder) -> list[str]:
+        return ["--config", str(run.finetune_config), "--engine-config", str(run.engine_config),
+                "--data", str(self.layout.root)]
+
     def _start(self, kind: str, name: str, args: list[str]) -> None:
-        folder = self.runs_root / name
+        run = RunFolder(self.runs_root / name)
         command = [self.python, "-m", MODULES[kind], *args]
-        env = {key: value for key, value in os.environ.items() if key != "SIGNLENS_ADAPTER"}  # train the base model
-        overrides = {**engine_env(self.engine_config), "SIGNLENS_DATA": str(self.data_root)}
-        env.update(overrides, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
-        with open(folder / LOGS[kind], "a", encoding="utf-8") as handle:
-            handle.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+        with open(run.log(kind), "a", encoding="utf-8") as handle:
+            # The UI shows this log: no server paths in it (the data root reads as <data>).
+            shown = shlex.join(["python", *command[1:]]).replace(str(self.layout.root), "<data>")
+            handle.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shown}\n")
             handle.flush()
-            process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=handle,
+            process = subprocess.Popen(command, cwd=PACKAGE_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=handle,
                                        stderr=subprocess.STDOUT, **_own_session())
-        write_json(folder / "process.json", {"kind": kind, "pid": process.pid, "command": command,
-                                             "env": overrides, "started": time.time()})
+        write_json(run.process, {"kind": kind, "pid": process.pid, "command": command, "started": time.time()})
         log.info("started %s of %s (pid %d)", kind, name, process.pid)
-        self._watch(_Job(kind, name, folder, process.pid, process))
+        self._watch(_Job(kind, name, run.path, process.pid, process))
 
     def _watch(self, job: _Job) -> None:
         self._job = job
@@ -376,12 +369,13 @@ class RunManager:
     def _finish(self, job: _Job) -> None:
         job.finished = time.monotonic()
         cancelled = job.deadline is not None
-        status_path = job.folder / "status.json"
-        status = _read_json(status_path)
+        run = RunFolder(job.folder)
+        status_path = run.status
+        status = read_json(status_path)
         if job.kind == "eval":
             ok = job.returncode == 0 or (job.process is None and (job.folder / "report.md").is_file())
             job.state = "cancelled" if cancelled else "done" if ok else "failed"
-            job.message = "" if job.state == "cancelled" else _last_line(job.folder / LOGS["eval"])
+            job.message = "" if job.state == "cancelled" else _last_line(run.log("eval"))
         elif status.get("state") in ("done", "cancelled") and not job.terminated:
             job.state = status["state"]
         elif job.terminated:
@@ -391,15 +385,16 @@ class RunManager:
             job.state, job.message = "failed", "the process ended without saying why"
         else:
             code = job.returncode
-            reason = f"killed by signal {-code}" if code is not None and code < 0 else _last_line(job.folder / LOGS["train"])
+            reason = f"killed by signal {-code}" if code is not None and code < 0 else _last_line(run.log("train"))
             job.state, job.message = "failed", reason or f"exit status {code}"
             write_json(status_path, {**status, "state": "failed", "returncode": code, "message": job.message})
         log.info("%s of %s: %s %s", job.kind, job.run, job.state, job.message)
 
     def _info(self, folder: Path) -> RunInfo:
-        status = _read_json(folder / "status.json")
-        config = _read_json(folder / "finetune_config.json")
-        process = _read_json(folder / "process.json")
+        run = RunFolder(folder)
+        status = read_json(run.status)
+        config = read_json(run.finetune_config)
+        process = read_json(run.process)
         state = str(status.get("state") or "unknown")
         job = self._job
         if job is not None and job.run == folder.name and job.kind == "train" and not job.finished:
@@ -408,26 +403,22 @@ class RunManager:
             state = "interrupted"
         adapter = folder / "adapter"
         adapter = adapter if (adapter / "adapter_config.json").is_file() else None
-        report = _read_json(folder / "report.json")
+        report = read_json(run.report)
         evaluation = {r.get("model", ""): r for r in report.get("results", []) if isinstance(r, dict)} \
             if adapter and report.get("adapter") else {}
         # The trainer rewrites finetune_config.json at each (re)start; an evaluation does not.
-        started = _mtime(folder / "finetune_config.json") or process.get("started") or _mtime(folder)
+        started = _mtime(run.finetune_config) or process.get("started") or _mtime(folder)
         return RunInfo(
             name=folder.name, folder=folder, state=state,
             dataset=Path(str(config.get("dataset") or "")).name, step=int(status.get("step") or 0),
             max_steps=int(status.get("max_steps") or config.get("max_steps") or 0), started=float(started),
-            adapter=adapter, metrics=_read_json(adapter / "metrics.json") if adapter else {},
+            adapter=adapter, metrics=read_json(adapter / "metrics.json") if adapter else {},
             evaluation={k: {"top1": v.get("top1"), "top5": v.get("top5"), "clips": v.get("clips")} for k, v in evaluation.items()},
             message=str(status.get("message") or ""),
         )
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-def _text(value: Any) -> str:
-    return ("true" if value else "false") if isinstance(value, bool) else str(value)
-
 
 def _read_text(path: Path, tail: int = 0) -> str:
     try:
@@ -437,14 +428,6 @@ def _read_text(path: Path, tail: int = 0) -> str:
             return handle.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _mtime(path: Path) -> float:

@@ -1,6 +1,6 @@
 """The user's own clips: corrections from the Upload and Live tabs, recordings from Curate.
 
-Everything lives under one data root (`SIGNLENS_DATA`, default `data/` beside the code):
+Under the data root (`training.layout.DataLayout`):
 
     data/user/clips/<id><suffix>     the clip, copied in (never moved: the upload may vanish)
     data/user/manifest.jsonl         one JSON object per clip (see `UserClip`)
@@ -14,7 +14,6 @@ One lock serializes writers inside the process (the web app's workers).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 import time
@@ -23,14 +22,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from training.atomic import atomic_path, write_text
+from training.dataset import check_gloss
+from training.errors import DatasetError, UserDataError
+from training.layout import DataLayout
 
-ROOT = Path(__file__).resolve().parent.parent
 STATUSES = ("pending", "accepted", "excluded")
 _lock = threading.Lock()
-
-
-class UserDataError(ValueError):
-    """A request the store refuses; the message is one sentence for the user."""
 
 
 @dataclass(frozen=True)
@@ -52,22 +49,14 @@ class UserClip:
     updated: float = 0.0
 
 
-def default_data_root() -> Path:
-    return Path(os.environ.get("SIGNLENS_DATA", ROOT / "data")).resolve()
-
-
-def manifest_path(data_root: Path) -> Path:
-    return Path(data_root) / "user" / "manifest.jsonl"
-
-
-def read_clips(data_root: Path) -> list[UserClip]:
-    path = manifest_path(data_root)
+def read_clips(layout: DataLayout) -> list[UserClip]:
+    path = layout.user_manifest
     if not path.is_file():
         return []
     return [UserClip(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
-def add_clip(data_root: Path, source_file: str | Path, gloss: str, *, source: str, predicted: str = "", confidence: float = 0.0,
+def add_clip(layout: DataLayout, source_file: str | Path, gloss: str, *, source: str, predicted: str = "", confidence: float = 0.0,
              status: str = "pending") -> UserClip:
     """Copy a clip into the store under `gloss` and list it, atomically.
 
@@ -76,60 +65,55 @@ def add_clip(data_root: Path, source_file: str | Path, gloss: str, *, source: st
     """
     if status not in STATUSES:
         raise UserDataError(f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.")
-    gloss = gloss.strip()
-    if not gloss:
-        raise UserDataError("Choose the gloss this clip shows before saving it.")
+    gloss = _checked(gloss)
     source_file = Path(source_file)
     if not source_file.is_file():
         raise UserDataError("The clip to save is no longer available; upload it again.")
-    data_root = Path(data_root)
-    clips_dir = data_root / "user" / "clips"
+    clips_dir = layout.user_clips
     clips_dir.mkdir(parents=True, exist_ok=True)
     clip_id = uuid.uuid4().hex[:12]
     target = clips_dir / f"{clip_id}{source_file.suffix.lower()}"
     with atomic_path(target) as temp:
         shutil.copyfile(source_file, temp)
-    record = UserClip(clip_id, target.relative_to(data_root).as_posix(), gloss, source, predicted, round(confidence, 4), status, time.time())
+    record = UserClip(clip_id, layout.relative(target), gloss, source, predicted, round(confidence, 4), status, time.time())
     with _lock:
-        _write(data_root, read_clips(data_root) + [record])
+        _write(layout, read_clips(layout) + [record])
     return record
 
 
-def update_clip(data_root: Path, clip_id: str, *, gloss: str | None = None, status: str | None = None) -> UserClip:
+def update_clip(layout: DataLayout, clip_id: str, *, gloss: str | None = None, status: str | None = None) -> UserClip:
     """Relabel, exclude or restore one clip."""
     if status is not None and status not in STATUSES:
         raise UserDataError(f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.")
     with _lock:
-        clips = read_clips(data_root)
+        clips = read_clips(layout)
         for index, clip in enumerate(clips):
             if clip.id == clip_id:
                 changed = replace(
                     clip,
-                    gloss=(gloss.strip() or clip.gloss) if gloss is not None else clip.gloss,
+                    gloss=_checked(gloss) if gloss is not None else clip.gloss,
                     status=status or clip.status,
                     updated=time.time(),
                 )
                 clips[index] = changed
-                _write(data_root, clips)
+                _write(layout, clips)
                 return changed
     raise UserDataError(f"No clip with id {clip_id} in the user data.")
 
 
-def resolve_inside(data_root: Path, relative: str) -> Path:
-    """The absolute path of `relative`, refusing anything that leaves the data root.
-
-    Rejects absolute paths, `..` and symlinks pointing outside: manifest lines and UI
-    requests are user input.
-    """
-    root = Path(data_root).resolve()
-    candidate = Path(relative)
-    if candidate.is_absolute() or ".." in candidate.parts:
-        raise UserDataError("That path is outside the data folder.")
-    resolved = (root / candidate).resolve()
-    if resolved != root and root not in resolved.parents:
-        raise UserDataError("That path is outside the data folder.")
-    return resolved
+def find_clip(layout: DataLayout, clip_id: str) -> UserClip:
+    for clip in read_clips(layout):
+        if clip.id == clip_id:
+            return clip
+    raise UserDataError(f"No clip with id {clip_id} in the user data.")
 
 
-def _write(data_root: Path, clips: list[UserClip]) -> None:
-    write_text(manifest_path(data_root), "".join(json.dumps(asdict(clip)) + "\n" for clip in clips))
+def _checked(gloss: str) -> str:
+    try:
+        return check_gloss(gloss)
+    except DatasetError as exc:
+        raise UserDataError(str(exc)) from None
+
+
+def _write(layout: DataLayout, clips: list[UserClip]) -> None:
+    write_text(layout.user_manifest, "".join(json.dumps(asdict(clip)) + "\n" for clip in clips))

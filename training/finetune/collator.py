@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from engine.prompt import answer_ids, encode_clip
+from engine import answer_ids, encode_clip
 
 IGNORE = -100
 
@@ -46,6 +46,20 @@ class ClipCollator:
             "labels": torch.tensor([IGNORE] * len(prompt) + answer),
             "pixel_values": inputs["pixel_values"].to(self.pixel_dtype),
         }
+
+    def describe(self, row: Mapping[str, Any]) -> str:
+        """One example as text, for the run's log: what the model reads, and what it learns to answer.
+
+        Image placeholder tokens are left out of the reading; the answer is exactly the
+        labelled tokens, so the log shows that the loss falls on the gloss alone.
+        """
+        example = self.encode(row)
+        tokenizer = self.processor.tokenizer
+        image_tokens = {tokenizer.convert_tokens_to_ids(t) for t in ("<IMG_CONTEXT>", "<img>", "</img>")}
+        labels = example["labels"].tolist()
+        read = [t for t, label in zip(example["input_ids"].tolist(), labels) if label == IGNORE and t not in image_tokens]
+        answer = [label for label in labels if label != IGNORE]
+        return f"reads {tokenizer.decode(read)!r}, learns to answer {tokenizer.decode(answer)!r}"
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         examples = [self.encode(row) for row in rows]

@@ -3,13 +3,13 @@
 WLASL (Li et al., WACV 2020) is the word-level ASL dataset we curate training clips
 from. Its metadata ships with SignLens in ``assets/wlasl/`` (licence C-UDA 1.0, kept
 beside it), so everything here works offline; only the videos must be downloaded
-(``training/download.py``).
+(``training/curate/download/``).
 
 The official train/val/test split puts the same signer in train and test, which makes
 test accuracy an optimistic estimate of how the model does on a new user.
 ``signer_independent_split`` reassigns splits so that no signer is in two of them.
 
-    from training import wlasl
+    from training.curate import wlasl
     instances = wlasl.load_wlasl()
     chosen = wlasl.filter_instances(instances, subset="WLASL100", splits={"train"})
     resplit = wlasl.signer_independent_split(instances, seed=0)
@@ -29,18 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "wlasl"
+from engine import project_path
+from training.dataset import SPLITS
+from training.errors import DatasetError, WlaslFormatError
+
+ASSET_DIR = project_path("assets/wlasl")
 DEFAULT_METADATA = ASSET_DIR / "WLASL_v0.3.json.gz"
-SPLITS = ("train", "val", "test")
 # The official subsets, named as in the paper; the files are the `nslt_*.json` of the
 # WLASL release (the I3D baseline's "nslt" = neural sign language translation format).
 SUBSETS = {f"WLASL{n}": ASSET_DIR / f"nslt_{n}.json.gz" for n in (100, 300, 1000, 2000)}
 _REQUIRED_KEYS = ("video_id", "url", "source", "fps", "frame_start", "frame_end",
                   "bbox", "signer_id", "variation_id", "instance_id", "split")
-
-
-class WlaslFormatError(ValueError):
-    """The metadata file is not WLASL v0.3 as we know it (missing keys, wrong types)."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +80,13 @@ def _read_json(path: Path) -> Any:
     # The shipped copies are gzipped to keep the repository small; a user's own copy of
     # the upstream file is usually not, so both are read.
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DatasetError(f"The WLASL metadata file {path.name} does not exist.") from None
+    except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
+        raise WlaslFormatError(f"The WLASL metadata file {path.name} is not readable JSON ({exc}).") from None
 
 
 def _parse_instance(gloss: str, raw: dict[str, Any]) -> WlaslInstance:
@@ -121,22 +125,29 @@ def load_wlasl(path: str | Path | None = None) -> list[WlaslInstance]:
     ``path=None`` reads the copy shipped in ``assets/wlasl/``.
     """
     path = Path(path) if path is not None else DEFAULT_METADATA
-    if not path.is_file():
-        raise FileNotFoundError(f"WLASL metadata not found: {path}")
     data = _read_json(path)
+    try:
+        return _parse_entries(data)
+    except WlaslFormatError as exc:
+        raise WlaslFormatError(f"The WLASL metadata file {path.name} is not WLASL v0.3: {exc}.") from None
+
+
+def _parse_entries(data: Any) -> list[WlaslInstance]:
     if not isinstance(data, list):
-        raise WlaslFormatError(f"{path}: expected a list of gloss entries, got {type(data).__name__}")
+        raise WlaslFormatError(f"it holds a {type(data).__name__}, not a list of gloss entries")
     instances: list[WlaslInstance] = []
     seen: set[str] = set()
     for entry in data:
-        if not isinstance(entry, dict) or "gloss" not in entry or "instances" not in entry:
-            raise WlaslFormatError(f"{path}: entry without 'gloss'/'instances': {str(entry)[:80]}")
+        if not isinstance(entry, dict) or "gloss" not in entry or not isinstance(entry.get("instances"), list):
+            raise WlaslFormatError(f"an entry has no 'gloss' and 'instances': {str(entry)[:60]}")
         for raw in entry["instances"]:
+            if not isinstance(raw, dict):
+                raise WlaslFormatError(f"an instance of gloss {str(entry['gloss'])[:40]!r} is not an object")
             inst = _parse_instance(entry["gloss"], raw)
             # video_id names the downloaded file; a duplicate would make two instances
             # overwrite each other's clip.
             if inst.video_id in seen:
-                raise WlaslFormatError(f"{path}: video_id {inst.video_id!r} appears twice")
+                raise WlaslFormatError(f"video_id {inst.video_id!r} appears twice")
             seen.add(inst.video_id)
             instances.append(inst)
     return instances
@@ -155,16 +166,17 @@ def load_subset(name_or_path: str | Path) -> dict[str, str]:
     else:
         path = Path(name_or_path)
         if not path.is_file():
-            raise ValueError(f"unknown WLASL subset {str(name_or_path)!r}: use one of "
-                             f"{sorted(SUBSETS, key=lambda s: int(s[5:]))} or a path to an nslt_*.json file")
+            raise DatasetError(f"There is no WLASL subset {str(name_or_path)[:40]!r}: use one of "
+                               f"{', '.join(SUBSETS)} or the path of an nslt_*.json file.")
     data = _read_json(path)
     if not isinstance(data, dict):
-        raise WlaslFormatError(f"{path}: expected an object keyed by video_id")
+        raise WlaslFormatError(f"The WLASL subset file {path.name} is not an object keyed by video_id.")
     subset: dict[str, str] = {}
     for video_id, info in data.items():
         split = info.get("subset") if isinstance(info, dict) else None
         if split not in SPLITS:
-            raise WlaslFormatError(f"{path}: video {video_id!r} has subset {split!r}, not one of {SPLITS}")
+            raise WlaslFormatError(f"The WLASL subset file {path.name} gives video {video_id!r} the subset "
+                                   f"{split!r}, not one of {', '.join(SPLITS)}.")
         subset[str(video_id)] = split
     return subset
 

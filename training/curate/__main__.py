@@ -1,9 +1,10 @@
-"""Dataset curation from the command line: ingest, download, build, stats, export.
+"""Dataset curation from the command line: ingest, download, build, stats, export, edit.
 
 Every command reads the same selection (assets/config/dataset.yml, or --config FILE,
-with flags on top) as the Curate tab, so the CLI and the UI build the same dataset.
+with flags on top) as the Curate tab, and edits clips with the same actions
+(training/curate/actions.py), so the CLI and the UI build the same dataset.
 
-Examples (from the repository root; data goes to $SIGNLENS_DATA, default ./data):
+Examples (data goes to --data, else $SIGNLENS_DATA, else ./data):
 
     python -m training.curate ingest --subset WLASL100
     python -m training.curate download --subset WLASL100 --limit 20
@@ -12,6 +13,10 @@ Examples (from the repository root; data goes to $SIGNLENS_DATA, default ./data)
     python -m training.curate stats --plan --subset WLASL300 --png /tmp/wlasl300.png
     python -m training.curate export wlasl100
     python -m training.curate build --config data/datasets/wlasl100/config.json
+    python -m training.curate relabel wlasl:07069 drink
+    python -m training.curate exclude wlasl:07070
+    python -m training.curate restore wlasl:07070
+    python -m training.curate accept user:1f2e3d4c5b6a
 """
 
 from __future__ import annotations
@@ -74,12 +79,19 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--png", type=Path, default=None, help="also write the plot here")
     stats.add_argument("--json", action="store_true", help="print the counts as JSON")
 
-    export = commands.add_parser("export", help="zip a built dataset to <data>/exports/<name>.zip")
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--data", type=Path, default=None, help="data root (default: $SIGNLENS_DATA or ./data)")
+    export = commands.add_parser("export", parents=[data], help="zip a built dataset to <data>/exports/<name>.zip")
     export.add_argument("dataset")
-    export.add_argument("--data", type=Path, default=None)
+    commands.add_parser("list", parents=[data], help="built datasets")
 
-    listing = commands.add_parser("list", help="built datasets")
-    listing.add_argument("--data", type=Path, default=None)
+    relabel = commands.add_parser("relabel", parents=[data], help="give a clip another gloss")
+    relabel.add_argument("ref", help="wlasl:<video_id> or user:<id>")
+    relabel.add_argument("gloss")
+    for verb, text in (("exclude", "leave a clip out of every dataset"),
+                       ("restore", "take an excluded clip back (your clips: back to pending review)"),
+                       ("accept", "accept one of your own clips after review")):
+        commands.add_parser(verb, parents=[data], help=text).add_argument("ref", help="wlasl:<video_id> or user:<id>")
     return parser
 
 
@@ -97,59 +109,76 @@ def _config(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from training import dataset, stats, userdata
-    from training.userdata import UserDataError
+    from engine import SignLensError
+    from training.layout import DataLayout
 
-    data_root = (args.data or userdata.default_data_root()).resolve()
+    layout = DataLayout.at(args.data)
     try:
-        if args.command == "list":
-            for name in dataset.list_datasets(data_root):
-                rows = sum(1 for _ in open(dataset.dataset_folder(data_root, name) / "dataset.jsonl"))
-                print(f"{name}\t{rows} clips")
-            return 0
-        if args.command == "export":
-            print(dataset.export_dataset(args.dataset, data_root))
-            return 0
-        config = _config(args)
-        if args.command == "ingest":
-            return _ingest(config, data_root)
-        if args.command == "download":
-            return _download(config, data_root, args)
-        if args.command == "build":
-            report = dataset.build_dataset(config, data_root)
-            print(report.summary())
-            print()
-            print(stats.format_table(stats.compute_stats(dataset.load_dataset(report.folder).rows)))
-            return 0
-        if args.command == "stats":
-            if args.plan:
-                rows, title = dataset.plan_rows(dataset.plan_dataset(config, data_root)), f"selection {config.name}"
-            elif args.dataset:
-                rows, title = list(dataset.load_dataset(args.dataset, data_root).rows), args.dataset
-            else:
-                print("error: name a built dataset, or pass --plan for the selection", file=sys.stderr)
-                return 2
-            counts = stats.compute_stats(rows)
-            print(json.dumps(counts.to_dict(), indent=1) if args.json else stats.format_table(counts))
-            if args.png:
-                print(f"plot: {stats.plot_stats(counts, args.png, title=title)}")
-            return 0
-    except (dataset.DatasetError, UserDataError) as exc:
+        return _run(args, layout)
+    except SignLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: nothing half-written was kept; run the command again", file=sys.stderr)
         return 130
+
+
+def _run(args: argparse.Namespace, layout) -> int:
+    from engine import load_config
+    from training.curate import stats
+    from training.curate.actions import Curation
+    from training.curate.build import build_dataset, export_dataset
+    from training.curate.plan import plan_dataset, plan_rows
+    from training.dataset import dataset_folder, list_datasets, load_dataset
+
+    if args.command == "list":
+        for name in list_datasets(layout):
+            rows = sum(1 for _ in open(dataset_folder(layout, name) / "dataset.jsonl"))
+            print(f"{name}\t{rows} clips")
+        return 0
+    if args.command == "export":
+        print(layout.relative(export_dataset(args.dataset, layout)))
+        return 0
+    if args.command in ("relabel", "exclude", "restore", "accept"):
+        curation = Curation(layout, engine_config=None)
+        verb = getattr(curation, args.command)
+        print((verb(args.ref, args.gloss) if args.command == "relabel" else verb(args.ref)).replace("**", ""))
+        return 0
+    config = _config(args)
+    if args.command == "ingest":
+        return _ingest(config, layout)
+    if args.command == "download":
+        return _download(config, layout, args)
+    if args.command == "build":
+        report = build_dataset(config, layout, engine_config=load_config())
+        print(report.summary())
+        print()
+        print(stats.format_table(stats.compute_stats(load_dataset(report.folder, layout).rows)))
+        return 0
+    if args.command == "stats":
+        if args.plan:
+            rows, title = plan_rows(plan_dataset(config, layout)), f"selection {config.name}"
+        elif args.dataset:
+            rows, title = list(load_dataset(args.dataset, layout).rows), args.dataset
+        else:
+            print("error: name a built dataset, or pass --plan for the selection", file=sys.stderr)
+            return 2
+        counts = stats.compute_stats(rows)
+        print(json.dumps(counts.to_dict(), indent=1) if args.json else stats.format_table(counts))
+        if args.png:
+            print(f"plot: {stats.plot_stats(counts, args.png, title=title)}")
+        return 0
     return 2
 
 
-def _ingest(config, data_root: Path) -> int:
-    from training import dataset, stats, wlasl
+def _ingest(config, layout) -> int:
+    from training.curate import stats, wlasl
+    from training.curate.plan import plan_dataset, plan_rows
 
-    plan = dataset.plan_dataset(config, data_root)
+    plan = plan_dataset(config, layout)
     wlasl_clips = [c for c in plan.clips if c.origin == "wlasl"]
     included = plan.included()
-    print(f"WLASL metadata: {config.metadata or wlasl.DEFAULT_METADATA}")
+    print(f"WLASL metadata: {config.metadata or wlasl.DEFAULT_METADATA.name}")
     print(f"selection: glossary={config.glossary or '(all)'} subset={config.subset or '(all)'} "
           f"sources={list(config.sources) or '(all)'} splits={config.splits}")
     print(f"{len(wlasl_clips)} WLASL clips ({sum(c.downloaded for c in wlasl_clips)} downloaded, "
@@ -160,21 +189,20 @@ def _ingest(config, data_root: Path) -> int:
         print(f"{len(plan.missing_glosses)} glossary glosses have no clip: {shown}"
               + (" ..." if len(plan.missing_glosses) > 20 else ""))
     print()
-    print(stats.format_table(stats.compute_stats(dataset.plan_rows(plan))))
+    print(stats.format_table(stats.compute_stats(plan_rows(plan))))
     return 0
 
 
-def _download(config, data_root: Path, args: argparse.Namespace) -> int:
-    from training import dataset, download
-    from training.download_config import DownloadConfig
+def _download(config, layout, args: argparse.Namespace) -> int:
+    from training.curate.download import DownloadConfig, download_instances
+    from training.curate.plan import plan_dataset
 
-    wanted = [c for c in dataset.plan_dataset(config, data_root).included() if c.origin == "wlasl"]
+    wanted = [c for c in plan_dataset(config, layout).included() if c.origin == "wlasl"]
     if args.limit is not None:
         wanted = wanted[: args.limit]
     settings = DownloadConfig(workers=args.workers, per_host=args.per_host, timeout_s=args.timeout,
                               retries=args.retries)
-    summary = download.download_instances(wanted, dataset.videos_dir(data_root), config=settings,
-                                          manifest_path=dataset.download_manifest(data_root))
+    summary = download_instances(wanted, layout.videos, config=settings, manifest_path=layout.download_manifest)
     print(summary.format_summary())
     print(f"manifest: {summary.manifest_path}")
     return 0

@@ -13,7 +13,7 @@ import shutil
 from fractions import Fraction
 from pathlib import Path
 
-from training.download_errors import ContentError
+from training.errors import ContentError
 
 HTML_NOT_VIDEO = "server sent HTML, not a video"
 _KEEP_AS_IS = {"mp4", "mov"}  # every other container is re-encoded to mp4
