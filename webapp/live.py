@@ -10,7 +10,7 @@ nothing beyond Gradio's own JPEG decoding.
 Mirroring. The preview is mirrored (`WebcamOptions(mirror=True)`), as in every video-call
 app, so signers see themselves as in a mirror. Gradio 6.31 also flips the frames it
 sends: its webcam draws the video onto a canvas with `scale(-1, 1)` before making the
-JPEG (measured, see /work/shared/FACTS.md; the frontend's `mirror_webcam` branch). The
+JPEG (measured on Gradio 6.31: the frontend's `mirror_webcam` branch). The
 model must see what a camera sees, as in WLASL's videos: a right-handed signer's
 dominant hand on the image's left, and "left"/"right" movements the right way round.
 So `on_frame` flips frames back with `frame[:, ::-1]`, a view that costs no copy.
