@@ -17,7 +17,7 @@ from training.curate import build, clipcache, edits, stats, userdata
 from training.curate.plan import plan_dataset
 from training.curate.build import build_dataset
 from training.dataset import DatasetConfig, load_dataset
-from training.errors import BuildCancelled, DatasetError, TrainingError, UserDataError
+from training.errors import BuildCancelled, DatasetError
 from training.layout import DataLayout
 
 

@@ -11,7 +11,6 @@ import pytest
 from engine.errors import ConfigError, SignLensError
 from engine.live import LiveRecognizer
 from engine.segmentation import LiveConfig, Segmenter, SegmenterConfig, load_live_config
-from media import write_video
 from webapp.samples import signer_frames
 
 FPS = 10

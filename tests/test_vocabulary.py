@@ -5,7 +5,6 @@ was derived from, so that a hand edit which breaks either link fails here.
 """
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
