@@ -23,18 +23,36 @@ def main() -> None:
     parser.add_argument("--live-config", default=None, help="live YAML (default: assets/config/live.yml)")
     parser.add_argument("--max-file-mb", type=float, default=None, help="largest upload in MB (default: limits.max_file_mb)")
     parser.add_argument("--data", default=None, help="data folder (default: $SIGNLENS_DATA or ./data)")
+    parser.add_argument("--public", action="store_true", help="recognition only, even on loopback (or SIGNLENS_PUBLIC=1)")
+    parser.add_argument("--auth", default=None, help="users file from `python -m webapp.users add` (or SIGNLENS_AUTH_FILE)")
+    parser.add_argument("--server-config", default=None, help="server YAML (default: assets/config/server.yml)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from engine import Engine, load_config, load_dotenv, load_live_config
-    from training.layout import DataLayout
+    from engine import Engine, SignLensError, load_config, load_dotenv, load_live_config
+    from training.layout import DataLayout, remove_leftovers
+    from webapp.access import choose_access
     from webapp.app import build_app, serve
+    from webapp.ops import configure_logging
+    from webapp.settings import load_server_config
+    from webapp.users import UsersError
 
     load_dotenv()
-    overrides = {"limits": {"max_file_mb": args.max_file_mb}} if args.max_file_mb else None
-    engine = Engine(load_config(args.config, overrides=overrides))
-    app = build_app(engine, layout=DataLayout.at(args.data), live_config=load_live_config(args.live_config))
-    serve(app, engine, host=args.host, port=args.port, prevent_thread_lock=True)
+    try:
+        server = load_server_config(args.server_config)
+        configure_logging(server.log_format)
+        overrides = {"limits": {"max_file_mb": args.max_file_mb}} if args.max_file_mb else None
+        engine = Engine(load_config(args.config, overrides=overrides))
+        access = choose_access(args.host, public=args.public, auth_file=args.auth, environ=os.environ)
+        live_config = load_live_config(args.live_config)
+    except (SignLensError, UsersError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    log = logging.getLogger("signlens")
+    log.info("access: %s (%s)", access.posture, access.reason)
+    layout = DataLayout.at(args.data)
+    for leftover in remove_leftovers(layout):
+        log.info("removed what a killed process left behind: %s", leftover)
+    app = build_app(engine, layout=layout, access=access, live_config=live_config, server=server)
+    serve(app, engine, access=access, host=args.host, port=args.port, prevent_thread_lock=True)
     # The model loads only once the page is served: a loader thread started earlier would
     # compete with Gradio's start-up for the GIL and delay the first page (benchmarks/bench_coldstart.py).
     engine.start(background=True)

@@ -208,6 +208,8 @@ def _decode_video(path: Path, num_frames: int, frame_start: int, frame_end: int,
         if not container.streams.video:
             raise ClipError(f"The file {path.name} has no video track.")
         stream = container.streams.video[0]
+        if stream.codec_context is None:  # a format FFmpeg can name but not decode (an SVG, say)
+            raise ClipError(f"The file {path.name} is not a video we can read.")
         _check_resolution(stream.codec_context.width, stream.codec_context.height, f"The video {path.name}", limits)
         if container.duration and container.duration / av.time_base > limits.max_clip_seconds:
             raise ClipError(_too_long(path, container.duration / av.time_base, limits))

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import os
+import shutil
 
+import av
+import numpy as np
 import pytest
+from PIL import Image
 
+from media import write_video
 from training.curate.userdata import add_clip, read_clips, update_clip
 from training.errors import UserDataError
 from training.layout import DataLayout, resolve_inside
 
 
 def test_add_relabel_exclude_restore_survive_a_reload(tmp_path):
-    source = tmp_path / "upload.MP4"
-    source.write_bytes(b"video bytes")
+    source = write_video(tmp_path / "upload.MP4", 6)
     root = DataLayout.at(tmp_path / "data")
     first = add_clip(root, source, " book ", source="upload", predicted="read", confidence=0.41234)
     second = add_clip(root, source, "drink", source="live")
-    assert (root.root / first.clip).read_bytes() == b"video bytes" and first.clip.endswith(".mp4")
+    assert (root.root / first.clip).read_bytes() == source.read_bytes() and first.clip.endswith(".mp4")
     assert (first.gloss, first.predicted, first.confidence, first.status) == ("book", "read", 0.4123, "pending")
     update_clip(root, first.id, gloss="look at")
     update_clip(root, second.id, status="excluded")
@@ -30,8 +34,7 @@ def test_add_relabel_exclude_restore_survive_a_reload(tmp_path):
 
 
 def test_refusals_are_plain_sentences(tmp_path):
-    source = tmp_path / "a.mp4"
-    source.write_bytes(b"x")
+    source = write_video(tmp_path / "a.mp4", 4)
     root = DataLayout.at(tmp_path)
     with pytest.raises(UserDataError, match="Choose the gloss"):
         add_clip(root, source, "  ", source="upload")
@@ -57,3 +60,43 @@ def test_paths_cannot_leave_the_data_root(tmp_path):
     for bad in ("../secret", "/etc/passwd", "user/../../x", "user/escape/passwd"):
         with pytest.raises(UserDataError, match="outside the data folder"):
             resolve_inside(root, bad)
+
+
+def test_only_decodable_media_is_stored_and_under_what_it_really_is(tmp_path):
+    root = DataLayout.at(tmp_path / "data")
+    video = write_video(tmp_path / "v.mp4", 6)
+    disguised = shutil.copy(video, tmp_path / "clip.html")  # a real video with a page's name
+    assert add_clip(root, disguised, "book", source="upload").clip.endswith(".mp4")
+    webm = write_video(tmp_path / "w.webm", 6, codec="libvpx-vp9")
+    assert add_clip(root, webm, "book", source="upload").clip.endswith(".webm")
+    image = tmp_path / "hand.PNG"
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(image)
+    assert add_clip(root, image, "book", source="upload").clip.endswith(".png")
+
+    audio = tmp_path / "audio.mp4"
+    with av.open(str(audio), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    cases = {
+        "empty.mp4": b"",
+        "random.mp4": os.urandom(4096),
+        "page.mp4": b"<html><script>alert(1)</script></html>",
+        "drawing.svg": b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>',
+        "cut.mp4": video.read_bytes()[: len(video.read_bytes()) // 3],
+        "fake.png": b"\x89PNG\r\n\x1a\n" + os.urandom(64),
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+    for path in [*(tmp_path / name for name in cases), audio]:
+        with pytest.raises(UserDataError) as caught:
+            add_clip(root, path, "book", source="upload")
+        message = str(caught.value)
+        assert message.endswith(".") and "\n" not in message and "Traceback" not in message, message
+    assert len(read_clips(root)) == 3  # none of the refused files was listed...
+    stored = sorted(p.suffix for p in root.user_clips.iterdir())
+    assert stored == [".mp4", ".png", ".webm"]  # ...or left on disk

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,3 +46,25 @@ def write_text(target: Path, text: str) -> None:
 
 def write_json(target: Path, data: Any) -> None:
     write_text(target, json.dumps(data, indent=2, default=str))
+
+
+def remove_stale_parts(root: Path, *, older_than_s: float = 3600) -> list[Path]:
+    """Delete the temp files of writes that a killed process never finished.
+
+    They are named `.<target>.<random>.part` (see `atomic_path`); one older than
+    `older_than_s` cannot belong to a write still in progress. The downloader's resumable
+    `<video>.mp4.part` files are not hidden and are kept.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    cutoff = time.time() - older_than_s
+    removed = []
+    for path in root.rglob(".*.part"):
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue
+    return removed

@@ -101,3 +101,16 @@ def resolve_inside(folder: Path, relative: str) -> Path:
     if resolved != root and root not in resolved.parents:
         raise UserDataError("That path is outside the data folder.")
     return resolved
+
+
+def remove_leftovers(layout: DataLayout) -> list[str]:
+    """What killed processes left under the data root, removed where a server starts.
+
+    Half-built datasets (or an old one moved aside by a publish that died, put back) and
+    the temp files of unfinished atomic writes. Returns them, relative to the root.
+    """
+    from training.atomic import remove_stale_parts
+    from training.curate.build import remove_build_leftovers
+
+    found = remove_build_leftovers(layout) + remove_stale_parts(layout.root)
+    return [layout.relative(path) for path in found]

@@ -15,21 +15,30 @@ gradio_client); `/recognize_batch` keeps going and puts it in that file's entry.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any
 
 import gradio as gr
 
 from engine import Engine, ModelNotReadyError, SignLensError
-from webapp.common import MODEL_CONCURRENCY, MODEL_GROUP, file_name, recognize_file, result_json, user_errors
+from webapp.common import (
+    MODEL_CONCURRENCY,
+    MODEL_GROUP,
+    ClipFile,
+    file_name,
+    recognize_file,
+    result_json,
+    user_errors,
+)
+from webapp.ops import RateLimit
+from webapp.status import public_status
 
 
-def build_api(engine: Engine) -> None:
+def build_api(engine: Engine, rate_limit: RateLimit) -> None:
     """Add the API endpoints; call inside the app's `gr.Blocks`."""
     with gr.Column(visible=False):
-        clip = gr.File(label="clip", type="filepath")
-        clips = gr.File(label="clips", file_count="multiple", type="filepath")
+        clip = ClipFile(label="clip", type="filepath")
+        clips = ClipFile(label="clips", file_count="multiple", type="filepath")
         start_s = gr.Number(label="start_s", value=0)
         end_s = gr.Number(label="end_s", value=0)
         glosses = gr.Textbox(label="glosses")
@@ -37,16 +46,20 @@ def build_api(engine: Engine) -> None:
         text = gr.Textbox(label="sentence")
 
     @user_errors
-    def recognize(clip: str | None, start_s: float | None = 0, end_s: float | None = 0) -> dict[str, Any]:
+    def recognize(clip: str | None, start_s: float | None = 0, end_s: float | None = 0,
+                  request: gr.Request = None) -> dict[str, Any]:
         """Recognize the sign in one clip or image; optional trim in seconds (0 = whole clip)."""
+        rate_limit.check(request)
         if not clip:
             raise SignLensError("Send a clip or an image to recognize.")
         result, wall_ms = recognize_file(engine, clip, start_s, end_s)
         return result_json(result, file_name(clip), wall_ms)
 
     @user_errors
-    def recognize_batch(clips: list[str] | None, start_s: float | None = 0, end_s: float | None = 0) -> list[dict[str, Any]]:
+    def recognize_batch(clips: list[str] | None, start_s: float | None = 0, end_s: float | None = 0,
+                        request: gr.Request = None) -> list[dict[str, Any]]:
         """Recognize each clip; a bad one gets {"file", "error"} and the others go on."""
+        rate_limit.check(request)
         out = []
         for path in clips or []:
             try:
@@ -59,13 +72,16 @@ def build_api(engine: Engine) -> None:
         return out
 
     @user_errors
-    def sentence(glosses: str) -> str:
+    def sentence(glosses: str, request: gr.Request = None) -> str:
         """Turn glosses in signing order (separated by spaces or commas) into English."""
+        rate_limit.check(request)
+        if not isinstance(glosses, str):
+            raise SignLensError("Send the glosses as text, such as I WANT DRINK.")
         return engine.sentence([g for g in re.split(r"[\s,]+", glosses or "") if g])
 
     def model_info() -> dict[str, Any]:
         """Model status: state (loading/ready/failed), device, dtype, quantization, memory, vocabulary, adapter."""
-        return dataclasses.asdict(engine.status())
+        return public_status(engine.status())
 
     model = dict(concurrency_id=MODEL_GROUP, concurrency_limit=MODEL_CONCURRENCY)
     gr.on([], recognize, inputs=[clip, start_s, end_s], outputs=answer, api_name="recognize", **model)

@@ -17,11 +17,14 @@ import gradio as gr
 
 from engine import Engine, LiveConfig, load_live_config
 from training.layout import DataLayout
+from webapp.access import HOW_TO_ENABLE, LOCAL, Access
 from webapp.api import build_api
+from webapp.ops import RateLimit, Telemetry, add_routes
+from webapp.settings import ServerConfig, load_server_config
 from webapp.curate_tab import build_curate_tab
 from webapp.finetune_tab import build_finetune_tab
 from webapp.live import build_live_tab
-from webapp.status import status_markdown
+from webapp.status import public_text, status_markdown
 from webapp.upload import build_upload_tab
 
 # Events waiting in the queue at most; beyond it a caller is told the app is busy
@@ -29,26 +32,46 @@ from webapp.upload import build_upload_tab
 QUEUE_SIZE = 64
 
 
-def build_app(engine: Engine, *, layout: DataLayout, live_config: LiveConfig | None = None) -> gr.Blocks:
+def build_app(engine: Engine, *, layout: DataLayout, access: Access = LOCAL,
+              live_config: LiveConfig | None = None, server: ServerConfig | None = None) -> gr.Blocks:
+    """The page for one posture (`webapp/access.py`): public servers get no Curate or Fine-tune tab.
+
+    Every named endpoint is timed and counted (`webapp/ops.py`); uploads and results in
+    Gradio's cache are deleted once older than `server.cache_max_age_s`.
+    """
     live_config = live_config or load_live_config()
-    with gr.Blocks(title="SignLens") as app:
+    server = server or load_server_config()
+    rate_limit = RateLimit(server.rate_limit)
+    with gr.Blocks(title="SignLens", delete_cache=(server.cache_sweep_every_s, server.cache_max_age_s)) as app:
         gr.Markdown("# SignLens\nSign-language recognition with a vision-language model.")
+        gr.Markdown(f"Access: **{access.posture}** — {access.reason}."
+                    + ("" if access.curation else f"  \n{HOW_TO_ENABLE}"), elem_id="posture")
         status = gr.Markdown(status_markdown(engine.status()))
         with gr.Accordion("Settings", open=False):
             gr.Markdown("Read-only here: edit `assets/config/engine.yml` and `assets/config/live.yml` (or `SIGNLENS_*` variables) and restart.")
-            gr.JSON(value={"engine": engine.config.to_dict(), "live": dataclasses.asdict(live_config)}, label="Active configuration")
+            gr.JSON(value=_public({"engine": engine.config.to_dict(), "live": dataclasses.asdict(live_config)}),
+                    label="Active configuration")
         # Ticks while the model loads (and keeps ticking slowly so an adapter swap shows up).
         timer = gr.Timer(1.0)
         with gr.Tabs():
             with gr.Tab("Live", id="live"):
                 build_live_tab(engine, live_config, layout=layout)
             with gr.Tab("Upload", id="upload"):
-                build_upload_tab(engine, layout=layout)
-            with gr.Tab("Curate", id="curate"):
-                build_curate_tab(engine, layout)
-            with gr.Tab("Fine-tune", id="finetune"):
-                build_finetune_tab(engine, layout)
-        build_api(engine)
+                build_upload_tab(engine, layout=layout, rate_limit=rate_limit)
+            if access.curation:
+                with gr.Tab("Curate", id="curate") as curate:
+                    build_curate_tab(engine, layout, access=access)
+                with gr.Tab("Fine-tune", id="finetune") as finetune:
+                    build_finetune_tab(engine, layout, access=access)
+        build_api(engine, rate_limit)
+        if access.posture == "team":
+            # Shown to admins only; their handlers check the role again on every call.
+            def admin_tabs(request: gr.Request):
+                visible = access.is_admin(request.username)
+                return gr.Tab(visible=visible), gr.Tab(visible=visible)
+
+            app.load(admin_tabs, outputs=[curate, finetune], api_visibility="private", queue=False,
+                     show_progress="hidden")
 
         def refresh():
             current = engine.status()
@@ -57,19 +80,34 @@ def build_app(engine: Engine, *, layout: DataLayout, live_config: LiveConfig | N
         # On every page load too, so the header is never stale.
         app.load(refresh, outputs=[status, timer], api_name="status_load", api_visibility="private", queue=False, show_progress="hidden")
         timer.tick(refresh, outputs=[status, timer], api_name="status", api_visibility="private", queue=False, show_progress="hidden")
+    app.telemetry = Telemetry(engine, app)
+    app.telemetry.instrument()
     return app
+
+
+def _public(value):
+    """A config as shown on the page: every string that is a server path becomes its name."""
+    if isinstance(value, dict):
+        return {key: _public(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_public(item) for item in value]
+    return public_text(value) if isinstance(value, str) else value
 
 
 def serve(
     app: gr.Blocks,
     engine: Engine,
     *,
+    access: Access = LOCAL,
     host: str = "127.0.0.1",
     port: int = 7860,
     prevent_thread_lock: bool = False,
     quiet: bool = False,
 ) -> gr.Blocks:
-    """Queue and launch: bounded concurrency per group, uploads capped at the engine's limit."""
+    """Queue and launch: bounded concurrency per group, uploads capped at the engine's limit.
+
+    Then /healthz, /readyz and /metrics join the launched server.
+    """
     app.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
     app.launch(
         server_name=host,
@@ -78,5 +116,8 @@ def serve(
         prevent_thread_lock=prevent_thread_lock,
         show_error=False,
         quiet=quiet,
+        auth=access.users.check if access.users is not None else None,
+        auth_message="SignLens: log in with the name and password your admin gave you.",
     )
+    add_routes(app, engine, app.telemetry)
     return app

@@ -52,6 +52,28 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+class ClipFile(gr.File):
+    """`gr.File` for uploaded clips, as a path, without Gradio 6.31's stray temp file.
+
+    Its `type="filepath"` preprocessing opens an empty NamedTemporaryFile in the cache for
+    every file of every call and never uses or deletes it (gradio/components/file.py,
+    `_process_single_file`): the cache grew by one empty file per /recognize. The type
+    check it does first is kept.
+    """
+
+    def get_block_name(self) -> str:
+        return "file"  # the same component in the page
+
+    def _process_single_file(self, f):
+        from gradio.utils import NamedString
+        from gradio_client import utils as client_utils
+
+        if self.file_types and not client_utils.is_valid_file(f.path, self.file_types):
+            raise gr.Error(f"That file type is not accepted here: send one of {', '.join(self.file_types)}.",
+                           print_exception=False)
+        return NamedString(f.path)
+
+
 def recognize_file(engine: Engine, path: str | Path, start_s: float | None = None, end_s: float | None = None) -> tuple[RecognitionResult, float]:
     """Recognize one uploaded file, trimmed in seconds; returns the result and wall time in ms."""
     started = time.perf_counter()

@@ -30,7 +30,7 @@ from training.curate.plan import PlannedClip, load_instances, plan_rows
 from training.dataset import SPLIT_RULES, USER_STATUSES, DatasetConfig, list_datasets, load_dataset_config
 from training.errors import DatasetError
 from training.layout import DataLayout
-from webapp.common import user_errors
+from webapp.access import LOCAL, Access
 
 CLIP_COLUMNS = ["clip", "gloss", "status", "source", "signer", "split", "file", "note"]
 GLOSS_COLUMNS = ["gloss", "train", "val", "test", "total"]
@@ -155,7 +155,7 @@ def _clip_row(clip: PlannedClip) -> list[Any]:
             "downloaded" if clip.downloaded else "missing", note]
 
 
-def build_curate_tab(engine: Any, layout: DataLayout, *, base: DatasetConfig | None = None,
+def build_curate_tab(engine: Any, layout: DataLayout, *, access: Access = LOCAL, base: DatasetConfig | None = None,
                      download_config: DownloadConfig | None = None) -> Curator:
     """Lay out the Curate tab in the current `gr.Tab` context and wire its events.
 
@@ -172,7 +172,7 @@ def build_curate_tab(engine: Any, layout: DataLayout, *, base: DatasetConfig | N
     # cache, whatever the data root's location); only these folders, never the whole root.
     gr.set_static_paths([layout.clip_cache, layout.user_clips, layout.exports])
     base = curator.base
-    errors = user_errors
+    errors = access.guard  # one sentence per error, and admins only (checked on every call)
     try:  # the glosses to search and label with, and the sites; "Show stats" refreshes them
         glosses = curator.curation.plan().glosses()
         sites = sorted({i.source for i in load_instances(base.metadata).all})
@@ -254,8 +254,8 @@ def build_curate_tab(engine: Any, layout: DataLayout, *, base: DatasetConfig | N
     add.click(errors(curator.add), [recording, add_gloss, glossary], edited, api_name="curate_add_clip")
     start_download.click(errors(curator.start_download), selection, job, api_name="curate_download_start")
     start_build.click(errors(curator.start_build), [name, *selection], job, api_name="curate_build_start")
-    stop.click(curator.stop, None, job, api_name="curate_stop", queue=False)
-    timer.tick(curator.job_status, None, job, api_name="curate_job_status", queue=False, show_progress="hidden")
-    refresh_built.click(curator.datasets, None, built, api_name="curate_datasets")
+    stop.click(errors(curator.stop), None, job, api_name="curate_stop", queue=False)
+    timer.tick(errors(curator.job_status), None, job, api_name="curate_job_status", queue=False, show_progress="hidden")
+    refresh_built.click(errors(curator.datasets), None, built, api_name="curate_datasets")
     export.click(errors(curator.export), built, exported, api_name="curate_export")
     return curator

@@ -29,7 +29,7 @@ from training.finetune.config import FinetuneConfig, load_finetune_config
 from training.finetune.run_folder import RunFolder
 from training.finetune.runs import RunInfo, RunManager, check_name
 from training.layout import DataLayout
-from webapp.common import user_errors
+from webapp.access import LOCAL, Access
 
 ADAPTER_COLUMNS = ["run", "dataset", "steps", "train loss", "samples/s", "top-1", "top-5", "base top-1", "active"]
 # The config fields the tab lets users edit; the rest come from assets/config/finetune.yml.
@@ -222,14 +222,16 @@ def _adapter_row(run: RunInfo, active: str) -> list[Any]:
             _percent(ev.get("base", {}).get("top1")), "yes" if active and Path(active) == run.adapter else ""]
 
 
-def build_finetune_tab(engine: Any, layout: DataLayout, *, config: FinetuneConfig | None = None) -> FineTuner:
+def build_finetune_tab(engine: Any, layout: DataLayout, *, access: Access = LOCAL,
+                       config: FinetuneConfig | None = None) -> FineTuner:
     """Lay out the Fine-tune tab in the current `gr.Tab` context and wire its events.
 
     Runs live in the data folder's runs/; `config` defaults to assets/config/finetune.yml.
     Returns the `FineTuner` (tests drive it directly).
     """
     tuner = FineTuner(engine, layout, config=config)
-    cfg, errors = tuner.config, user_errors
+    cfg = tuner.config
+    errors = access.guard  # one sentence per error, and admins only (checked on every call)
     names = list_datasets(layout)
     rows = tuner.adapter_table()
 

@@ -15,9 +15,11 @@ import gradio as gr
 from engine import Engine, ModelNotReadyError, SignLensError, project_path
 from training.curate.userdata import add_clip
 from training.layout import DataLayout
+from webapp.ops import RateLimit
 from webapp.common import (
     MODEL_CONCURRENCY,
     MODEL_GROUP,
+    ClipFile,
     file_name,
     recognize_file,
     thumbnails,
@@ -30,13 +32,13 @@ FILE_TYPES = ["video", "image", ".mp4", ".webm", ".mov", ".avi", ".mkv"]
 TABLE_HEADERS = ["file", "gloss", "confidence", "2nd", "3rd", "ms", "error"]
 
 
-def build_upload_tab(engine: Engine, *, layout: DataLayout) -> None:
+def build_upload_tab(engine: Engine, *, layout: DataLayout, rate_limit: RateLimit) -> None:
     """The tab's components and events; call inside `with gr.Tab(...)`."""
     # One entry per file of the last run: name, path, top predictions, thumbnails, timings.
     results = gr.State([])
     with gr.Row():
         with gr.Column(scale=1):
-            files = gr.File(label="Clips or images (mp4, webm, mov, avi, png, jpg)", file_count="multiple", file_types=FILE_TYPES, type="filepath")
+            files = ClipFile(label="Clips or images (mp4, webm, mov, avi, png, jpg)", file_count="multiple", file_types=FILE_TYPES, type="filepath")
             with gr.Row():
                 start = gr.Number(label="Trim start (s)", info="0: from the start", minimum=0, value=0)
                 end = gr.Number(label="Trim end (s)", info="0: to the end", minimum=0, value=0)
@@ -71,7 +73,9 @@ def build_upload_tab(engine: Engine, *, layout: DataLayout) -> None:
     shown = [label, gallery, timings, gloss]
 
     @user_errors
-    def recognize(paths: list[str] | None, start_s: float | None, end_s: float | None, progress=gr.Progress()):
+    def recognize(paths: list[str] | None, start_s: float | None, end_s: float | None, request: gr.Request = None,
+                  progress=gr.Progress()):
+        rate_limit.check(request)
         paths = list(paths or [])
         if not paths:
             raise SignLensError("Drop a clip or an image first.")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -26,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import av
 from tqdm import tqdm
 
-from engine import ClipError
+from engine import SignLensError
 from training.atomic import atomic_path
 from training.curate import stats as stats_mod
 from training.curate import wlasl
@@ -39,6 +41,7 @@ from training.errors import BuildCancelled, DatasetError
 from training.layout import DataLayout
 
 WLASL_LICENCE = wlasl.ASSET_DIR / "C-UDA-1.0.pdf"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,13 @@ def build_dataset(
         try:
             path, info, hit = cached_clip(layout.clip_cache, source, frame_start=clip.frame_start, frame_end=clip.frame_end,
                                           bbox=clip.bbox if config.crop_to_bbox else None, max_side=config.max_side)
-        except ClipError as exc:
+        except SignLensError as exc:
             return clip, None, str(exc), False
+        except (av.error.FFmpegError, AttributeError, IndexError, ValueError):
+            # One unreadable clip never breaks the build: skipped, and logged for us. A full
+            # disk (OSError) is not the clip's fault and stops the build.
+            log.exception("clip %s could not be prepared", clip.ref)
+            return clip, None, "it could not be read as a video", False
         name = f"clips/{clip.video_id}.mp4"
         link_or_copy(path, temp / name)
         return clip, {**_row(clip, name), "frames": info.frames, "fps": round(info.fps, 3),
@@ -177,13 +185,14 @@ def _write_outputs(folder: Path, config: DatasetConfig, plan: Plan, rows: list[d
         shutil.copyfile(WLASL_LICENCE, folder / "WLASL-LICENCE-C-UDA-1.0.pdf")  # C-UDA: keep it with any copy
 
 
-def _remove_leftovers(final: Path) -> None:
+def _remove_leftovers(final: Path) -> list[Path]:
     """Clean up after builds of this name whose process died (killed, power cut).
 
     The pid in the folder name tells a dead build from one still running in another
     process. A half-built folder is deleted; an old dataset moved aside by a publish that
-    died before the new one was in place is put back.
+    died before the new one was in place is put back. Returns what it removed or restored.
     """
+    done = []
     for path in final.parent.glob(f".{final.name}.*-*"):
         kind, _, rest = path.name[len(final.name) + 2:].partition("-")
         if kind not in ("building", "old") or not rest.split("-")[0].isdigit():
@@ -195,8 +204,17 @@ def _remove_leftovers(final: Path) -> None:
                 os.rename(path, final)
             else:
                 shutil.rmtree(path, ignore_errors=True)
+            done.append(path)
         except PermissionError:
             pass  # alive, someone else's
+    return done
+
+
+def remove_build_leftovers(layout: DataLayout) -> list[Path]:
+    """`_remove_leftovers` for every dataset name: what killed builds left, at a server's start."""
+    names = {path.name[1:].split(".building-")[0].split(".old-")[0]
+             for path in layout.datasets.glob(".*-*") if ".building-" in path.name or ".old-" in path.name}
+    return [path for name in sorted(names) for path in _remove_leftovers(layout.datasets / name)]
 
 
 def _publish(temp: Path, final: Path) -> None:

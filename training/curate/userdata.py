@@ -21,6 +21,7 @@ import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from engine import IMAGE_SUFFIXES, ClipError, LimitsConfig, load_clip
 from training.atomic import atomic_path, write_text
 from training.dataset import check_gloss
 from training.errors import DatasetError, UserDataError
@@ -57,11 +58,14 @@ def read_clips(layout: DataLayout) -> list[UserClip]:
 
 
 def add_clip(layout: DataLayout, source_file: str | Path, gloss: str, *, source: str, predicted: str = "", confidence: float = 0.0,
-             status: str = "pending") -> UserClip:
+             status: str = "pending", limits: LimitsConfig | None = None) -> UserClip:
     """Copy a clip into the store under `gloss` and list it, atomically.
 
-    Corrections from Upload and Live wait for review ("pending"); a curator's own clip is
-    listed "accepted" in the same write.
+    The file must decode as a video or an image the engine reads (within `limits`), and
+    it is stored under the extension of what it really is, whatever it was called: the
+    store never holds a page or a script a browser would run. Corrections from Upload and
+    Live wait for review ("pending"); a curator's own clip is listed "accepted" in the
+    same write.
     """
     if status not in STATUSES:
         raise UserDataError(f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.")
@@ -69,10 +73,11 @@ def add_clip(layout: DataLayout, source_file: str | Path, gloss: str, *, source:
     source_file = Path(source_file)
     if not source_file.is_file():
         raise UserDataError("The clip to save is no longer available; upload it again.")
+    suffix = media_suffix(source_file, limits or LimitsConfig())
     clips_dir = layout.user_clips
     clips_dir.mkdir(parents=True, exist_ok=True)
     clip_id = uuid.uuid4().hex[:12]
-    target = clips_dir / f"{clip_id}{source_file.suffix.lower()}"
+    target = clips_dir / f"{clip_id}{suffix}"
     with atomic_path(target) as temp:
         shutil.copyfile(source_file, temp)
     record = UserClip(clip_id, layout.relative(target), gloss, source, predicted, round(confidence, 4), status, time.time())
@@ -99,6 +104,38 @@ def update_clip(layout: DataLayout, clip_id: str, *, gloss: str | None = None, s
                 _write(layout, clips)
                 return changed
     raise UserDataError(f"No clip with id {clip_id} in the user data.")
+
+
+# What a stored clip is called, by what PyAV or Pillow says it is.
+_CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": ".mp4", "matroska,webm": ".webm", "avi": ".avi", "gif": ".gif"}
+_IMAGES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp"}
+
+
+def media_suffix(path: Path, limits: LimitsConfig) -> str:
+    """The canonical extension of a clip that decodes, or one sentence saying why it cannot be kept."""
+    import av
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        load_clip(path, num_frames=1, limits=limits)  # decodes, within the engine's limits
+    except ClipError as exc:
+        raise UserDataError(str(exc)) from None
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        try:
+            with Image.open(path) as image:
+                kind = _IMAGES.get(image.format or "")
+        except (UnidentifiedImageError, OSError):
+            kind = None
+    else:
+        try:
+            with av.open(str(path)) as container:
+                kind = _CONTAINERS.get(container.format.name)
+        except (av.error.FFmpegError, OSError, ValueError):
+            kind = None
+    if kind is None:
+        raise UserDataError(f"The file {path.name} is a kind of video or image that cannot be kept: "
+                            "save it as mp4, webm, avi, png or jpg.")
+    return kind
 
 
 def find_clip(layout: DataLayout, clip_id: str) -> UserClip:

@@ -1,0 +1,134 @@
+"""What the tabs and the API share: engine calls, error sentences, result formatting."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import gradio as gr
+import numpy as np
+
+from engine import Engine, Prediction, RecognitionResult, SignLensError
+
+log = logging.getLogger(__name__)
+
+# Every event that runs the model joins this queue group. Two at a time: one request can
+# decode and preprocess while another holds the engine's lock for its forward pass; more
+# would only queue inside the engine instead of in Gradio's fair, visible queue.
+MODEL_GROUP = "model"
+MODEL_CONCURRENCY = 2
+
+# Thumbnails of the sampled frames: big enough to see a hand shape, small enough that
+# eight of them encode in a few milliseconds.
+THUMBNAIL_WIDTH = 224
+
+
+UNEXPECTED = "Something went wrong on the server; it was logged. Try again, or report it if it keeps happening."
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Every error as one sentence in a `gr.Error`: the page, gradio_client and curl see it.
+
+    A `SignLensError` (the engine's and training's one family) carries the sentence for
+    the user. Anything else is a bug: its traceback goes to the server log, and the user
+    gets one plain sentence rather than Gradio's bare "Error".
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except SignLensError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception:
+            log.exception("unexpected error in %s", getattr(fn, "__name__", "an event"))
+            raise gr.Error(UNEXPECTED, print_exception=False) from None
+
+    return wrapper
+
+from gradio.events import Dependency
+
+class ClipFile(gr.File):
+    """`gr.File` for uploaded clips, as a path, without Gradio 6.31's stray temp file.
+
+    Its `type="filepath"` preprocessing opens an empty NamedTemporaryFile in the cache for
+    every file of every call and never uses or deletes it (gradio/components/file.py,
+    `_process_single_file`): the cache grew by one empty file per /recognize. The type
+    check it does first is kept.
+    """
+
+    def get_block_name(self) -> str:
+        return "file"  # the same component in the page
+
+    def _process_single_file(self, f):
+        from gradio.utils import NamedString
+        from gradio_client import utils as client_utils
+
+        if self.file_types and not client_utils.is_valid_file(f.path, self.file_types):
+            raise gr.Error(f"That file type is not accepted here: send one of {', '.join(self.file_types)}.",
+                           print_exception=False)
+        return NamedString(f.path)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def recognize_file(engine: Engine, path: str | Path, start_s: float | None = None, end_s: float | None = None) -> tuple[RecognitionResult, float]:
+    """Recognize one uploaded file, trimmed in seconds; returns the result and wall time in ms."""
+    started = time.perf_counter()
+    result = engine.recognize(path, start_s=start_s, end_s=end_s)
+    return result, (time.perf_counter() - started) * 1000
+
+
+def label_value(top: Sequence[Prediction]) -> dict[str, float]:
+    """The value of a `gr.Label`: gloss -> probability, best first."""
+    return {p.gloss: round(p.probability, 4) for p in top}
+
+
+def thumbnails(frames: Sequence[np.ndarray], width: int = THUMBNAIL_WIDTH) -> list[np.ndarray]:
+    """Every frame subsampled to at most `width` pixels wide (display only)."""
+    out = []
+    for frame in frames:
+        step = max(1, -(-frame.shape[1] // width))  # ceil: never wider than `width`
+        out.append(np.ascontiguousarray(frame[::step, ::step]))
+    return out
+
+
+def timings_markdown(result: RecognitionResult, wall_ms: float) -> str:
+    t = result.timings
+    return (
+        f"**{wall_ms:.0f} ms** in all — decode {t.decode_ms:.0f} ms · preprocess {t.preprocess_ms:.0f} ms · "
+        f"model {t.model_ms:.0f} ms  \nframes sampled: {', '.join(str(i) for i in result.clip.indices)} "
+        f"of {result.clip.total_frames}"
+    )
+
+
+def result_json(result: RecognitionResult, name: str, wall_ms: float) -> dict[str, Any]:
+    """What `/recognize` returns for one clip."""
+    best = result.top[0]
+    return {
+        "file": name,
+        "gloss": best.gloss,
+        "confidence": round(best.probability, 4),
+        "top5": [{"gloss": p.gloss, "confidence": round(p.probability, 4)} for p in result.top[:5]],
+        "text": result.text,
+        "mode": result.mode,
+        "latency_ms": round(wall_ms, 1),
+        "timings": {
+            "decode_ms": round(result.timings.decode_ms, 1),
+            "preprocess_ms": round(result.timings.preprocess_ms, 1),
+            "model_ms": round(result.timings.model_ms, 1),
+        },
+        "frames": list(result.clip.indices),
+    }
+
+
+def file_name(path: str | Path) -> str:
+    return Path(path).name

@@ -1,0 +1,187 @@
+"""Running the server: health and readiness, Prometheus metrics, request logs, rate limits.
+
+    GET /healthz   200 "ok" while the process answers
+    GET /readyz    200 when the model is ready, else 503 with the state and the reason
+    GET /metrics   Prometheus text: requests by endpoint and outcome, latency, queue depth,
+                   model state, active adapter
+
+Every named endpoint is timed and counted in one place (`Telemetry.instrument`, after the
+page is built) and logs one line per call with a request id: as JSON with
+`log_format: json` (or SIGNLENS_LOG_FORMAT=json). Only names and numbers are logged,
+never a token, a file's contents or a server path.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import json
+import logging
+import time
+import uuid
+from typing import Any, Callable
+
+import gradio as gr
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from engine import Engine
+from webapp.status import public_text
+
+log = logging.getLogger("signlens.requests")
+# The id of the request being handled, for every log line written while handling it.
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+STATES = ("idle", "loading", "ready", "failed", "closed")
+
+
+class Telemetry:
+    """Counters and timings of one app, in a registry of its own (several apps can share a process)."""
+
+    def __init__(self, engine: Engine, blocks: gr.Blocks) -> None:
+        self.engine, self.blocks = engine, blocks
+        self.registry = CollectorRegistry()
+        self.requests = Counter("signlens_requests", "Calls by endpoint and outcome (ok, refused, error).",
+                                ["endpoint", "outcome"], registry=self.registry)
+        self.seconds = Histogram("signlens_request_seconds", "Time to answer a call, by endpoint.", ["endpoint"],
+                                 buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+                                 registry=self.registry)
+        self.queue = Gauge("signlens_queue_depth", "Events waiting in Gradio's queue.", registry=self.registry)
+        self.queue.set_function(self._queue_depth)
+        self.state = Gauge("signlens_model_state", "1 for the model's current state.", ["state"], registry=self.registry)
+        self.adapter = Gauge("signlens_adapter_active", "1 while a LoRA adapter is active, labelled with its name.",
+                             ["adapter"], registry=self.registry)
+
+    def instrument(self) -> None:
+        """Time, count and log every named endpoint of the app (plain functions; streams too)."""
+        for block_fn in self.blocks.fns.values():
+            fn = block_fn.fn
+            if fn is None or not isinstance(block_fn.api_name, str) or inspect.iscoroutinefunction(fn) \
+                    or inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+                continue
+            block_fn.fn = self._observed(fn, block_fn.api_name)
+
+    def _observed(self, fn: Callable, endpoint: str) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = request_id.set(uuid.uuid4().hex[:12])
+            started, outcome = time.perf_counter(), "ok"
+            try:
+                return fn(*args, **kwargs)
+            except gr.Error:
+                outcome = "refused"  # the user's input, a role, a rate limit: one sentence was shown
+                raise
+            except BaseException:
+                outcome = "error"
+                raise
+            finally:
+                seconds = time.perf_counter() - started
+                self.requests.labels(endpoint, outcome).inc()
+                self.seconds.labels(endpoint).observe(seconds)
+                if endpoint not in QUIET:
+                    log.info("request", extra={"endpoint": endpoint, "outcome": outcome, "ms": round(seconds * 1000, 1)})
+                request_id.reset(token)
+
+        return wrapper
+
+    def metrics(self) -> bytes:
+        status = self.engine.status()
+        for state in STATES:
+            self.state.labels(state).set(1.0 if status.state == state else 0.0)
+        self.adapter.clear()
+        if status.adapter:
+            self.adapter.labels(public_text(status.adapter)).set(1.0)
+        return generate_latest(self.registry)
+
+    def _queue_depth(self) -> float:
+        # Gradio keeps no public count of waiting events; read its queue's lists, and say 0
+        # rather than fail the scrape if a Gradio release renames them.
+        queue = getattr(self.blocks, "_queue", None)
+        waiting = getattr(queue, "event_queue_per_concurrency_id", {}) or {}
+        return float(sum(len(getattr(q, "queue", ())) for q in waiting.values()))
+
+
+# Polled every second or two by every open page: counted, not logged.
+QUIET = {"status", "status_load", "curate_job_status", "finetune_status"}
+
+
+def add_routes(blocks: gr.Blocks, engine: Engine, telemetry: Telemetry) -> None:
+    """/healthz, /readyz and /metrics on the launched app's server (no login in front of them)."""
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+    def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    def readyz() -> JSONResponse:
+        status = engine.status()
+        body = {"state": status.state, "detail": public_text(status.detail)}
+        return JSONResponse(body, status_code=200 if status.state == "ready" else 503)
+
+    def metrics() -> Response:
+        return Response(telemetry.metrics(), media_type=CONTENT_TYPE_LATEST)
+
+    for path, endpoint in (("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)):
+        blocks.server_app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False)
+
+
+class RateLimit:
+    """Per-client limits on the recognition endpoints (the `limits` library, moving window, in memory)."""
+
+    def __init__(self, spec: str) -> None:
+        from limits import parse_many
+        from limits.storage import MemoryStorage
+        from limits.strategies import MovingWindowRateLimiter
+
+        self.items = parse_many(spec) if spec else []
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def check(self, request: gr.Request | None) -> None:
+        """Count one call of this client; refuse it with a sentence saying when to retry."""
+        if not self.items:
+            return
+        client = client_key(request)
+        for item in self.items:
+            if not self.limiter.hit(item, client):
+                wait = max(1, round(self.limiter.get_window_stats(item, client).reset_time - time.time()))
+                raise gr.Error(f"Too many requests from you ({item}): try again in {wait} s.", print_exception=False)
+
+
+def client_key(request: gr.Request | None) -> str:
+    """Who is calling: the login name, else the client's address."""
+    if request is None:
+        return "-"
+    if getattr(request, "username", None):
+        return f"user:{request.username}"
+    client = getattr(request, "client", None)
+    return f"ip:{getattr(client, 'host', '-')}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id and the record's fields."""
+
+    FIELDS = ("endpoint", "outcome", "ms")
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage(), "request_id": request_id.get()}
+        entry.update({k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = " ".join(f"{k}={getattr(record, k)}" for k in JsonFormatter.FIELDS if hasattr(record, k))
+        rid = request_id.get()
+        return " ".join(part for part in (line, fields, f"request_id={rid}" if rid != "-" else "") if part)
+
+
+def configure_logging(log_format: str) -> None:
+    """Where `python app.py` starts: one handler on the root logger, text or JSON."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if log_format == "json"
+                         else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
