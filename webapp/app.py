@@ -17,6 +17,7 @@ import gradio as gr
 
 from engine import Engine, LiveConfig, load_live_config
 from training.layout import DataLayout
+from webapp import a11y
 from webapp.api import build_api
 from webapp.curate_tab import build_curate_tab
 from webapp.finetune_tab import build_finetune_tab
@@ -78,5 +79,7 @@ def serve(
         prevent_thread_lock=prevent_thread_lock,
         show_error=False,
         quiet=quiet,
+        css=a11y.CSS,  # contrast, a visually hidden live region (webapp/a11y.py)
+        head=a11y.HEAD,
     )
     return app
