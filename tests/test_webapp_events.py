@@ -92,7 +92,8 @@ def test_correct_this_saves_the_clip_with_a_manifest_line(app, clips):
     blocks, layout = app
     entries, *_ = event(blocks, "upload_recognize")([str(clips[0])], 0, 0)
     message = event(blocks, "upload_correct")(entries, "sign.mp4", "hello")
-    assert "hello" in message
+    assert "hello" in message and "not in the model's vocabulary" in message  # as Curate's glossary note
+    assert "already saved" in event(blocks, "upload_correct")(entries, "sign.mp4", "hello")  # no second copy
     [record] = [c for c in read_clips(layout) if c.gloss == "hello"]
     assert record.source == "upload" and record.predicted == entries[0]["top"][0][0]
     assert (layout.root / record.clip).read_bytes() == clips[0].read_bytes()
