@@ -466,3 +466,22 @@ def test_config_validation_names_the_bad_values():
         DownloadConfig(workers=0)
     with pytest.raises(ValueError, match="timeout_s"):
         DownloadConfig(timeout_s=0)
+
+
+def test_a_download_that_fetched_nothing_is_a_failure_that_says_how_to_fix_it(tmp_path):
+    from training.curate.download.fetch import YT_DLP_MISSING
+    from training.curate.download.runner import DownloadSummary, SourceSummary
+
+    def summary(*sources):
+        return DownloadSummary(sources=sources, total=sum(s.done + s.failed + s.skipped for s in sources),
+                               already_done=0, cancelled=False, elapsed_s=1.0, manifest_path=tmp_path / "m.jsonl")
+
+    offline = summary(SourceSummary("aslpro", 0, 813, 0, 0, (("connection refused", 813),)),
+                      SourceSummary("youtube", 0, 0, 435, 0, ((YT_DLP_MISSING, 435),)))
+    state, sentence = offline.outcome()
+    assert state == "failed"
+    assert sentence.startswith("Downloaded 0 of 1248 clips (813 failed, 435 skipped).")
+    assert "435 YouTube clips were skipped because yt-dlp is not installed: pip install '.[youtube]'" in sentence
+    some = summary(SourceSummary("aslpro", 3, 1, 0, 0, (("404", 1),)))
+    assert some.outcome()[0] == "partial" and "yt-dlp" not in some.outcome()[1]
+    assert summary(SourceSummary("aslpro", 4, 0, 0, 0, ())).outcome() == ("done", "Downloaded 4 of 4 clips.")

@@ -88,18 +88,82 @@ def test_upload_a_clip_and_see_the_label(browser, webapp_server, tmp_path):
     page.close()
 
 
+CONTRAST_JS = """
+(selector) => {
+  const rgb = (c) => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const lum = (c) => { const v = rgb(c).map((x) => { x /= 255; return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; });
+                       return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+  return [...document.querySelectorAll(selector)].filter((b) => b.offsetParent !== null).map((b) => {
+    const s = getComputedStyle(b); const [a, c] = [lum(s.color), lum(s.backgroundColor)];
+    return [b.textContent.trim(), (Math.max(a, c) + 0.05) / (Math.min(a, c) + 0.05), s.backgroundColor];
+  });
+}
+"""
+
+
+def wait_until(check, what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert check(), what
+
+
 def test_live_tab_turns_a_fake_webcam_sign_into_a_transcript_entry(browser, webapp_server):
+    """Items 4, 6, 11, 12: the sign is announced, marked, timed; controls named; contrast >= 4.5."""
     page = browser.new_page()
     page.goto(webapp_server.url, wait_until="load")
+    header = page.get_by_text("tiny test model with random weights")
+    header.wait_for()  # the header says the tiny model's answers are random
+    assert "idle" not in page.locator("body").inner_text()
+    # Primary buttons: text contrast >= 4.5:1 (WCAG AA), from the computed styles.
+    buttons = page.evaluate(CONTRAST_JS, "button.primary")
+    assert buttons and all(ratio >= 4.5 for _, ratio, _ in buttons), buttons
     page.get_by_text("Click to Access Webcam").click()
-    # Gradio 6.31 labels the streaming webcam's start button "capture photo" (text "Record").
-    page.locator("#live-camera button[aria-label='capture photo']").click()
+    # The start button is named for what it does, its visible word included (not "capture photo").
+    record = page.get_by_role("button", name="Record: stream the camera to the recognizer")
+    record.click()
     transcript = page.locator("#live-transcript")
-    deadline = time.monotonic() + TIMEOUT_MS / 1000
-    while "%" not in transcript.inner_text() and time.monotonic() < deadline:
-        time.sleep(0.25)
-    assert "%" in transcript.inner_text(), page.locator("#live-status").inner_text()
+    announcer = page.locator("#live-announce")
+    assert announcer.get_attribute("aria-live") == "polite" and announcer.get_attribute("role") == "status"
+    wait_until(lambda: "%" in transcript.inner_text(), page.locator("#live-status").inner_text())
+    wait_until(lambda: "Sign 1:" in announcer.inner_text(), "the live region announces the new sign")
+    entry = transcript.inner_text()
+    assert ("?" in entry) == ("uncertain" in announcer.inner_text())  # a mark, not only a colour
     page.locator("#live-frames img").first.wait_for()
-    assert "from the end of the sign" in page.locator("#live-latency").inner_text()
+    latency = page.locator("#live-latency").inner_text()
+    assert "from the end of the sign" in latency and "per sign on this machine" in latency
+    # Correct this starts on the sign's own gloss, not on the vocabulary's first word.
+    shown = announcer.inner_text().split(": ", 1)[1].split(",")[0].lower()
+    page.get_by_text("Correct this").first.click()
+    right = page.get_by_label("Right gloss").first
+    assert right.input_value().lower() == shown, (right.input_value(), shown)
     shoot(page, "live.png")
+    # Dark theme: the same contrast.
+    page.goto(webapp_server.url + "/?__theme=dark", wait_until="load")
+    page.locator("button.primary").first.wait_for()
+    buttons = page.evaluate(CONTRAST_JS, "button.primary")
+    assert buttons and all(ratio >= 4.5 for _, ratio, _ in buttons), buttons
+    page.close()
+
+
+def test_finetune_lists_follow_the_data_and_say_what_is_missing(browser, webapp_server):
+    """Items 1 and 9: a dataset built after the page loaded appears without "Refresh lists",
+    and a train-only one is flagged before training."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from gestures import write_gesture_dataset
+
+    page = browser.new_page()
+    page.goto(webapp_server.url, wait_until="load")
+    page.get_by_role("tab", name="Fine-tune").click()
+    write_gesture_dataset(webapp_server.layout.datasets / "only-train", train_per_class=1, test_per_class=0)
+    note = page.locator("#finetune-dataset-note")
+    wait_until(lambda: "only-train has no val and no test clips" in note.inner_text(), note.inner_text())
+    assert "not be evaluated" in note.inner_text() or "not evaluated" in note.inner_text()
+    page.get_by_role("tab", name="Curate").click()
+    built = page.get_by_label("Built dataset").first
+    wait_until(lambda: built.input_value() == "only-train", "Curate's built list follows the build")
+    page.get_by_role("tab", name="Fine-tune").click()
+    shoot(page, "finetune.png")
     page.close()

@@ -92,7 +92,8 @@ def test_correct_this_saves_the_clip_with_a_manifest_line(app, clips):
     blocks, layout = app
     entries, *_ = event(blocks, "upload_recognize")([str(clips[0])], 0, 0)
     message = event(blocks, "upload_correct")(entries, "sign.mp4", "hello")
-    assert "hello" in message
+    assert "hello" in message and "not in the model's vocabulary" in message  # as Curate's glossary note
+    assert "already saved" in event(blocks, "upload_correct")(entries, "sign.mp4", "hello")  # no second copy
     [record] = [c for c in read_clips(layout) if c.gloss == "hello"]
     assert record.source == "upload" and record.predicted == entries[0]["top"][0][0]
     assert (layout.root / record.clip).read_bytes() == clips[0].read_bytes()
@@ -131,11 +132,11 @@ def test_live_unmirrors_frames_and_never_waits_for_the_model(tiny_engine, tmp_pa
     assert isinstance(first, LiveSession)
     first.close()
     clock = iter(np.arange(0, 100, 1 / FPS))  # frames arriving at 10 fps, however fast the test runs
-    session, costs = LiveSession(engine, LiveConfig(), clock=lambda: float(next(clock))), []
+    session, costs, drawn = LiveSession(engine, LiveConfig(), clock=lambda: float(next(clock))), [], []
     for frame in camera:
         browser_frame = np.ascontiguousarray(frame[:, ::-1])  # Gradio mirrors what it sends
         started = time.perf_counter()
-        on_frame(session, browser_frame)
+        drawn.append(on_frame(session, browser_frame))
         costs.append(time.perf_counter() - started)
     assert isinstance(session, LiveSession)
     assert len(engine.seen) == 1 and session.recognizer.pending == 1  # held at the gate
@@ -144,14 +145,20 @@ def test_live_unmirrors_frames_and_never_waits_for_the_model(tiny_engine, tmp_pa
     seen = engine.seen[0]
     assert any(any(np.array_equal(s, c) for c in camera) for s in seen)
     assert not any(np.array_equal(s, c[:, ::-1]) for s in seen for c in camera)
-    timer = poll(session)[-1]
+    timer = poll(session)[7]
     assert timer.__class__.__name__ in ("dict", "Timer")  # nothing to draw yet beyond the status
+    # The sign being read showed in the transcript (a word, not only a colour), and the status said so.
+    [pending] = [out for out in drawn if out[2] == [("recognizing…", "recognizing")]]
+    assert "recognizing 1 sign" in pending[1] and "first sign takes longest" in pending[1]
     gate.set()
     deadline = time.monotonic() + 20
     while session.recognizer.pending and time.monotonic() < deadline:
         time.sleep(0.02)
-    status, transcript, top5, seen_gallery, latency, fix_entry, fix_guess, timer = poll(session)
+    status, transcript, top5, seen_gallery, latency, fix_entry, fix_guess, timer, announce, right = poll(session)
     assert len(transcript) == 1 and "%" in transcript[0][0]
+    gloss = session.recognizer.transcript[0].gloss
+    assert announce.startswith(f"Sign 1: {gloss.upper()}, ") and right == gloss  # Correct this starts on this sign
+    assert "Expect about **" in latency and "s** per sign" in latency
     assert len(top5) == 5 and len(seen_gallery) == tiny_engine.config.video.frames_per_clip
     assert "from the end of the sign" in latency
     assert timer.active is False
@@ -171,13 +178,18 @@ def test_live_pick_another_guess_sentence_and_clear(tiny_engine, tmp_path):
     fix_entry, fix_guess = outputs[5], outputs[6]
     assert fix_entry.value == 0 and len(fix_guess.choices) == 3  # uncertain: three guesses offered
     second = fix_guess.choices[1][1]
-    transcript = event(blocks, "live_pick")(session, 0, second)
-    assert transcript[0][0].startswith(second.upper()) and transcript[0][1] == "sure"
+    assert outputs[9] == fix_guess.choices[0][1]  # "Right gloss" starts on the chosen sign's gloss, not on "i"
+    assert outputs[1][0][0].endswith(" ?") and outputs[1][0][1] == "uncertain (?)"  # a mark besides the colour
+    assert "uncertain" in outputs[8]
+    transcript, right = event(blocks, "live_pick")(session, 0, second)
+    assert transcript[0][0].startswith(second.upper()) and transcript[0][1] == "sure" and right == second
     assert isinstance(event(blocks, "live_sentence")(session), str)
     # Correct this: the frames the model saw become a clip in the user data.
     message = event(blocks, "live_correct")(session, 0, "thank-you")
-    assert "thank-you" in message
-    [record] = read_clips(DataLayout.at(tmp_path))
+    assert "thank-you" in message and "not in the model's vocabulary" in message
+    again = event(blocks, "live_correct")(session, 0, "thank-you")
+    assert "already saved" in again
+    [record] = read_clips(DataLayout.at(tmp_path))  # one click, one clip
     assert record.source == "live" and record.gloss == "thank-you" and record.predicted == fix_guess.choices[0][1]
     assert len(tiny_engine.recognize(tmp_path / record.clip).clip.frames) == tiny_engine.config.video.frames_per_clip
     with pytest.raises(gr.Error, match="Choose the gloss"):

@@ -18,6 +18,7 @@ import gradio as gr
 from engine import Engine, LiveConfig, load_live_config
 from training.layout import DataLayout
 from webapp.access import HOW_TO_ENABLE, LOCAL, Access
+from webapp import a11y
 from webapp.api import build_api
 from webapp.ops import RateLimit, Telemetry, add_routes
 from webapp.settings import ServerConfig, load_server_config
@@ -118,6 +119,8 @@ def serve(
         quiet=quiet,
         auth=access.users.check if access.users is not None else None,
         auth_message="SignLens: log in with the name and password your admin gave you.",
+        css=a11y.CSS,  # contrast, a visually hidden live region (webapp/a11y.py)
+        head=a11y.HEAD,
     )
     add_routes(app, engine, app.telemetry)
     return app

@@ -126,3 +126,22 @@ def result_json(result: RecognitionResult, name: str, wall_ms: float) -> dict[st
 
 def file_name(path: str | Path) -> str:
     return Path(path).name
+
+
+def current_blocks() -> gr.Blocks:
+    """The `gr.Blocks` being built: a tab builder hooks its page-load refreshes onto it."""
+    return gr.context.Context.root_block
+
+
+def vocabulary_choices(engine: Engine) -> Any:
+    """A gloss picker's choices as the engine's vocabulary is now (an adapter changes it)."""
+    return gr.Dropdown(choices=list(engine.vocabulary.glosses))
+
+
+def outside_vocabulary(engine: Engine, gloss: str) -> str:
+    """A note when a gloss the user typed is not one the model knows (as Curate's glossary note)."""
+    known = {g.lower() for g in engine.vocabulary.glosses}
+    if gloss and gloss.lower() not in known:
+        return (f" Note: {gloss} is not in the model's vocabulary ({len(known)} glosses), so the model cannot "
+                "answer it until a dataset with it is built and an adapter trained on it.")
+    return ""

@@ -31,6 +31,7 @@ from training.dataset import SPLIT_RULES, USER_STATUSES, DatasetConfig, list_dat
 from training.errors import DatasetError
 from training.layout import DataLayout
 from webapp.access import LOCAL, Access
+from webapp.common import current_blocks
 
 CLIP_COLUMNS = ["clip", "gloss", "status", "source", "signer", "split", "file", "note"]
 GLOSS_COLUMNS = ["gloss", "train", "val", "test", "total"]
@@ -135,13 +136,24 @@ class Curator:
         if not state.name:
             return "No download or build has run since the app started."
         percent = f" ({state.done / state.total:.0%})" if state.total else ""
-        head = f"**{state.name}: {state.state}** — {state.done}/{state.total} clips{percent}, {state.elapsed_s:.0f} s"
-        body = f"\n```\n{state.message}\n```" if state.message else ""
-        return head + body
+        # Clips *processed*: a download that tried every clip and fetched none is not "100 %
+        # done"; its first message line says what came of them.
+        head = f"**{state.name}: {state.state}** — {state.done}/{state.total} clips processed{percent}, {state.elapsed_s:.0f} s"
+        if not state.message:
+            return head
+        first, _, rest = state.message.partition("\n")
+        return head + f"  \n{first}" + (f"\n```\n{rest.strip()}\n```" if rest.strip() else "")
 
     def datasets(self):
         names = list_datasets(self.layout)
         return gr.Dropdown(choices=names, value=names[0] if names else None)
+
+    def datasets_if_changed(self, shown: list[str] | None, value: str | None):
+        """The built-dataset picker after a build (or on page load): skipped while the list is as shown."""
+        names = list_datasets(self.layout)
+        if shown is not None and names == list(shown):
+            return gr.skip(), gr.skip()
+        return gr.Dropdown(choices=names, value=value if value in names else (names[-1] if names else None)), names
 
     def export(self, name: str | None) -> str:
         return str(self.curation.export(name))
@@ -251,11 +263,19 @@ def build_curate_tab(engine: Any, layout: DataLayout, *, access: Access = LOCAL,
     relabel.click(errors(curator.relabel), [selected, new_gloss, glossary], edited, api_name="curate_relabel")
     for button, verb in ((accept, "accept"), (exclude, "exclude"), (restore, "restore")):
         button.click(errors(getattr(curator.curation, verb)), selected, edited, api_name=f"curate_{verb}")
-    add.click(errors(curator.add), [recording, add_gloss, glossary], edited, api_name="curate_add_clip")
+    add_done = add.click(errors(curator.add), [recording, add_gloss, glossary], edited, api_name="curate_add_clip")
     start_download.click(errors(curator.start_download), selection, job, api_name="curate_download_start")
     start_build.click(errors(curator.start_build), [name, *selection], job, api_name="curate_build_start")
     stop.click(errors(curator.stop), None, job, api_name="curate_stop", queue=False)
     timer.tick(errors(curator.job_status), None, job, api_name="curate_job_status", queue=False, show_progress="hidden")
     refresh_built.click(errors(curator.datasets), None, built, api_name="curate_datasets")
     export.click(errors(curator.export), built, exported, api_name="curate_export")
+    # Lists that follow the data: the built datasets on page load and when a build finishes
+    # (the timer ticks anyway); a clip added is cleared from the form, so a second click
+    # cannot add it twice.
+    built_names = gr.State(None)
+    gr.on([timer.tick, current_blocks().load], errors(curator.datasets_if_changed), [built_names, built], [built, built_names],
+          api_name="curate_datasets_watch", api_visibility="private", queue=False, show_progress="hidden")
+    add_done.success(lambda: (None, None), None, [recording, add_gloss], api_name="curate_add_clear",
+                     api_visibility="private", queue=False)
     return curator

@@ -23,13 +23,15 @@ from typing import Any
 
 import gradio as gr
 
-from training.dataset import list_datasets
+from training.dataset import load_dataset, list_datasets
+from training.errors import DatasetError
 from training.errors import RunError
 from training.finetune.config import FinetuneConfig, load_finetune_config
-from training.finetune.run_folder import RunFolder
+from training.finetune.run_folder import RunFolder, read_json
 from training.finetune.runs import RunInfo, RunManager, check_name
 from training.layout import DataLayout
 from webapp.access import LOCAL, Access
+from webapp.common import current_blocks
 
 ADAPTER_COLUMNS = ["run", "dataset", "steps", "train loss", "samples/s", "top-1", "top-5", "base top-1", "active"]
 # The config fields the tab lets users edit; the rest come from assets/config/finetune.yml.
@@ -58,15 +60,47 @@ class FineTuner:
     # --- training ---------------------------------------------------------------------
 
     def start(self, dataset: str | None, run_name: str | None, epochs: float | None, max_steps: float | None,
-              learning_rate: float | None, lora_r: float | None, train_projector: bool | None):
+              learning_rate: float | None, lora_r: float | None, train_projector: bool | None,
+              logging_steps: float | None = None):
         if not dataset:
             raise RunError("Choose a built dataset first (build one in the Curate tab).")
         values = dict(zip(FIELDS, (epochs, max_steps, learning_rate, lora_r, bool(train_projector))))
         for key, value in values.items():
             if value is None:
                 raise RunError(f"Fill in {key.replace('_', ' ')} first.")
+        if logging_steps is not None:
+            values["logging_steps"] = int(logging_steps)
         name = self.manager.launch(dataset, run_name=run_name or "", overrides={**self._base, **values})
         return self.job_status(), self._run_choices(name)
+
+    def dataset_note(self, dataset: str | None) -> str:
+        """What the chosen dataset lacks, said before training rather than when Evaluate fails."""
+        if not dataset:
+            return ""
+        try:
+            splits = load_dataset(dataset, self.layout).splits()
+        except DatasetError as exc:
+            return f"⚠️ {exc}"
+        missing = [s for s in ("val", "test") if s not in splits]
+        if not missing:
+            return f"Splits: {', '.join(splits)}."
+        effect = ("it can be trained on but not evaluated (Evaluate needs a test split)" if "test" in missing
+                  else "training reports no validation loss")
+        return (f"⚠️ {dataset} has no {' and no '.join(missing)} clips (splits: {', '.join(splits) or 'none'}): "
+                f"{effect}. Rebuild it in Curate with more clips or the signer split rule.")
+
+    def datasets_if_changed(self, shown: list[str] | None, value: str | None):
+        """The dataset picker after a build (or on page load); skipped while the list is as shown."""
+        names = list_datasets(self.layout)
+        if shown is not None and names == list(shown):
+            return gr.skip(), gr.skip()
+        return gr.Dropdown(choices=names, value=value if value in names else (names[0] if names else None)), names
+
+    def delete(self, run: str | None):
+        if not run:
+            raise RunError("Choose the run to delete.")
+        name = self.manager.delete(run)
+        return f"Deleted the run {name} and its folder.", self._run_choices()
 
     def cancel(self) -> str:
         run = self.manager.cancel()
@@ -131,6 +165,14 @@ class FineTuner:
             return "", None
         folder = self.manager.runs_root / check_name(run)
         if not (folder / "report.md").is_file():
+            dataset = str(read_json(RunFolder(folder).finetune_config).get("dataset", ""))
+            try:
+                splits = load_dataset(dataset, self.layout).splits() if dataset else ["test"]
+            except DatasetError:
+                splits = ["test"]  # the dataset is gone: Evaluate will say so
+            if "test" not in splits:
+                return (f"{run} cannot be evaluated: its dataset {Path(dataset).name} has no test clips "
+                        f"(splits: {', '.join(splits)}). Rebuild the dataset with a test split, then train again."), None
             return f"{run} has not been evaluated yet: press Evaluate.", None
         text = re.sub(r"^!\[[^\]]*\]\([^)]*\)\s*$", "", (folder / "report.md").read_text(), flags=re.M)
         text = re.sub(r"^(#+) ", r"##\1 ", text, flags=re.M)  # under the tab's own headings
@@ -246,6 +288,8 @@ def build_finetune_tab(engine: Any, layout: DataLayout, *, access: Access = LOCA
     with gr.Row():
         epochs = gr.Number(cfg.epochs, label="Epochs", minimum=0, step=0.5)
         max_steps = gr.Number(cfg.max_steps, label="Max steps", info="-1: as many as the epochs take", precision=0)
+        logging_steps = gr.Number(cfg.logging_steps, label="Log every (steps)", info="0: about 50 loss points per run",
+                                  minimum=0, precision=0)
         learning_rate = gr.Number(cfg.learning_rate, label="Learning rate", minimum=0, step=1e-6)
         lora_r = gr.Number(cfg.lora_r, label="LoRA rank", minimum=1, precision=0)
         train_projector = gr.Checkbox(cfg.train_projector, label="Train the projector too")
@@ -253,10 +297,13 @@ def build_finetune_tab(engine: Any, layout: DataLayout, *, access: Access = LOCA
         start = gr.Button("Start training", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
         resume = gr.Button("Resume")
+        delete = gr.Button("Delete run")
         run = gr.Dropdown([r.name for r in tuner.manager.runs()], value=None, label="Run (log, loss; resume)", scale=2)
+    split_note = gr.Markdown(tuner.dataset_note(dataset.value), elem_id="finetune-dataset-note")
     job = gr.Markdown(tuner.job_status())
     with gr.Row():
-        plot = gr.LinePlot(tuner.loss_plot(None), x="step", y="loss", label="Training loss", height=300, scale=1)
+        plot = gr.LinePlot(tuner.loss_plot(None), x="step", y="loss", label="Training loss", height=300, scale=1,
+                           x_axis_format="d")  # whole steps: no "0.5" ticks on a short run
         log = gr.Textbox(label="Log (end)", lines=LOG_LINES, max_lines=40, interactive=False, scale=1)
 
     gr.Markdown("### Adapters")
@@ -279,8 +326,8 @@ def build_finetune_tab(engine: Any, layout: DataLayout, *, access: Access = LOCA
 
     watched = [job, log, plot, table, adapter, report, confusion, active, seen]
     poll = dict(fn=errors(tuner.tick), inputs=[run, adapter, seen], outputs=watched, show_progress="hidden", queue=False)
-    start.click(errors(tuner.start), [dataset, run_name, epochs, max_steps, learning_rate, lora_r, train_projector],
-                [job, run], api_name="finetune_start")
+    start.click(errors(tuner.start), [dataset, run_name, epochs, max_steps, learning_rate, lora_r, train_projector,
+                                      logging_steps], [job, run], api_name="finetune_start")
     cancel.click(errors(tuner.cancel), None, job, api_name="finetune_cancel", queue=False)
     resume.click(errors(tuner.resume), run, job, api_name="finetune_resume")
     refresh.click(errors(tuner.refresh), None, [dataset, run], api_name="finetune_refresh")
@@ -292,4 +339,12 @@ def build_finetune_tab(engine: Any, layout: DataLayout, *, access: Access = LOCA
     activate.click(errors(tuner.activate), adapter, [active, table], api_name="finetune_activate")
     deactivate.click(errors(tuner.deactivate), None, [active, table], api_name="finetune_deactivate")
     gr.on([], errors(tuner.adapter_table), None, table, api_name="finetune_adapters")
+    delete.click(errors(tuner.delete), run, [job, run], api_name="finetune_delete")
+    # The dataset list follows the data (page load; a build finishing while the page is open),
+    # and the chosen dataset's missing splits are said before training.
+    dataset_names = gr.State(None)
+    gr.on([timer.tick, current_blocks().load], errors(tuner.datasets_if_changed), [dataset_names, dataset], [dataset, dataset_names],
+          api_name="finetune_datasets_watch", api_visibility="private", queue=False, show_progress="hidden")
+    dataset.change(errors(tuner.dataset_note), dataset, split_note, api_name="finetune_dataset_note", api_visibility="private",
+                   queue=False, show_progress="hidden")
     return tuner

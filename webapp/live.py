@@ -41,12 +41,24 @@ import numpy as np
 from engine import Engine, LiveConfig, LiveEntry, LiveRecognizer, SignLensError
 from training.curate.userdata import add_clip
 from training.layout import DataLayout
-from webapp.common import MODEL_CONCURRENCY, MODEL_GROUP, label_value, user_errors
+from webapp.common import (
+    MODEL_CONCURRENCY,
+    MODEL_GROUP,
+    current_blocks,
+    label_value,
+    outside_vocabulary,
+    user_errors,
+    vocabulary_choices,
+)
+from webapp.status import toy_model_warning
 from webapp.samples import write_video
 
 PREVIEW_MIRRORED = True
 LIVE_GROUP = "live"
 GUESSES = 3  # the model's guess and two alternatives offered for an uncertain sign
+# Transcript categories: the legend shows them, and the text carries a mark as well
+# (colour alone does not reach everyone): "?" for uncertain, "recognizing…" for pending.
+SURE, UNSURE, PENDING = "sure", "uncertain (?)", "recognizing"
 
 
 class LiveSession:
@@ -54,8 +66,10 @@ class LiveSession:
 
     def __init__(self, engine: Engine, config: LiveConfig, **options: Any):
         self.recognizer = LiveRecognizer(engine, config, **options)
-        self.drawn_version = -1
+        self.drawn_version: tuple[int, int] | int = -1
         self.drawn_status = ""
+        # (index, entry identity, gloss) of the signs saved by "Correct this": one copy each.
+        self.saved: set[tuple[int, int, str]] = set()
 
     def close(self) -> None:
         self.recognizer.close()
@@ -91,8 +105,12 @@ def build_live_tab(engine: Engine, config: LiveConfig, *, layout: DataLayout) ->
                 elem_id="live-transcript",
                 combine_adjacent=False,
                 show_legend=True,
-                color_map={"uncertain": "orange", "sure": "green"},
+                # Colour and a mark: uncertain signs end in "?", pending ones read "recognizing…".
+                color_map={UNSURE: "orange", SURE: "green", PENDING: "gray"},
             )
+            # What a screen reader announces (an ARIA live region, see webapp/a11y.py): the
+            # newest sign in words. Visually hidden: the transcript shows the same.
+            announce = gr.Markdown(elem_id="live-announce", elem_classes=["sr-only"])
             with gr.Row():
                 sentence_button = gr.Button("Sentence", variant="primary")
                 clear_button = gr.Button("Clear")
@@ -101,17 +119,19 @@ def build_live_tab(engine: Engine, config: LiveConfig, *, layout: DataLayout) ->
             with gr.Row():
                 fix_entry = gr.Dropdown(label="Sign (uncertain ones marked ?)", choices=[], interactive=True)
                 fix_guess = gr.Radio(label="Pick another guess", choices=[], interactive=True)
-            with gr.Accordion("Correct this", open=False):
+            with gr.Accordion("Correct this", open=False) as correct_box:
                 gr.Markdown(f"None of the guesses? Save the sign under the right gloss for the Curate tab (the last {LiveRecognizer.KEEP_FRAMES} signs can be saved).")
                 with gr.Row():
-                    right = gr.Dropdown(label="Right gloss", choices=list(engine.vocabulary.glosses), allow_custom_value=True, filterable=True, interactive=True)
+                    # No value until a sign is chosen (a Dropdown without one starts on its first
+                    # choice: one click filed the clip under "i"); then the sign's own gloss.
+                    right = gr.Dropdown(label="Right gloss", choices=list(engine.vocabulary.glosses), value=None, allow_custom_value=True, filterable=True, interactive=True)
                     save = gr.Button("Save to my data")
                 saved = gr.Markdown()
     seen = gr.Gallery(label="What the model saw (last sign)", elem_id="live-frames", columns=8, rows=1, height=190, format="jpeg")
     latency = gr.Markdown(elem_id="live-latency")
     timer = gr.Timer(0.5, active=False)
 
-    view = [status, transcript, top5, seen, latency, fix_entry, fix_guess, timer]
+    view = [status, transcript, top5, seen, latency, fix_entry, fix_guess, timer, announce, right]
     skip_all = tuple(gr.skip() for _ in view)
 
     def draw(live: LiveSession | None, *, force: bool = False) -> tuple:
@@ -120,27 +140,35 @@ def build_live_tab(engine: Engine, config: LiveConfig, *, layout: DataLayout) ->
             return skip_all
         recognizer = live.recognizer
         state = _status(recognizer)
-        version = recognizer.version
+        # A pending sign is drawn in the transcript too ("recognizing…"), so a new pending
+        # count is a change even before its result bumps the version.
+        version = (recognizer.version, recognizer.pending)
         if version == live.drawn_version and not force:
             if state == live.drawn_status:
                 return skip_all
             live.drawn_status = state
-            return (state, *skip_all[1:-1], gr.Timer(active=recognizer.pending > 0))
+            return (state, *skip_all[1:7], gr.Timer(active=recognizer.pending > 0), *skip_all[8:])
+        new_result = version[0] != (live.drawn_version[0] if isinstance(live.drawn_version, tuple) else -1)
         live.drawn_version, live.drawn_status = version, state
         entries = list(recognizer.transcript)
         threshold = config.uncertain_below
         last = entries[-1] if entries else None
         uncertain = [i for i, e in enumerate(entries) if e.top[0].probability < threshold]
         chosen = uncertain[-1] if uncertain else (len(entries) - 1 if entries else None)
+        if not new_result and not force:  # only the pending count changed: the rest is as drawn
+            return (state, _transcript(entries, threshold, recognizer.pending), *skip_all[2:7],
+                    gr.Timer(active=recognizer.pending > 0), *skip_all[8:])
         return (
             state,
-            _transcript(entries, threshold),
+            _transcript(entries, threshold, recognizer.pending),
             label_value(last.top) if last else None,
             list(last.thumbnails) if last else None,
-            _latency(last),
+            _latency(last, entries),
             gr.Dropdown(choices=[(_entry_label(i, e, threshold), i) for i, e in enumerate(entries)], value=chosen),
             _guesses(entries[chosen] if chosen is not None else None),
             gr.Timer(active=recognizer.pending > 0),
+            _announcement(len(entries), last, threshold),
+            entries[chosen].gloss if chosen is not None else None,
         )
 
     def on_frame(live: LiveSession | None, frame: np.ndarray | None):
@@ -157,33 +185,41 @@ def build_live_tab(engine: Engine, config: LiveConfig, *, layout: DataLayout) ->
 
     def show_guesses(live: LiveSession | None, index: int | None):
         if live is None or index is None or not 0 <= index < len(live.recognizer.transcript):
-            return gr.Radio(choices=[], value=None)
-        return _guesses(live.recognizer.transcript[index])
+            return gr.Radio(choices=[], value=None), None
+        entry = live.recognizer.transcript[index]
+        return _guesses(entry), entry.gloss
 
     @user_errors
     def pick_guess(live: LiveSession | None, index: int | None, gloss: str | None):
         if live is None or index is None or not gloss:
             raise SignLensError("Choose an uncertain sign first, then one of its guesses.")
         live.recognizer.choose(index, gloss)
-        return _transcript(list(live.recognizer.transcript), config.uncertain_below)
+        return _transcript(list(live.recognizer.transcript), config.uncertain_below, live.recognizer.pending), gloss
 
     @user_errors
     def make_sentence(live: LiveSession | None) -> str:
-        return engine.sentence(live.recognizer.glosses() if live else [])
+        text = engine.sentence(live.recognizer.glosses() if live else [])
+        warning = toy_model_warning(engine.status())
+        return f"{text}\n\n({warning})" if warning and text else text
 
     @user_errors
     def save_sign(live: LiveSession | None, index: int | None, gloss: str | None) -> str:
         if live is None or index is None:
             raise SignLensError("Sign something first, then choose the sign to save.")
         entry = live.recognizer.entry(index)
+        gloss = (gloss or "").strip()
+        if (index, id(entry), gloss.lower()) in live.saved:  # a second click: no second copy
+            return f"Sign #{index + 1} is already saved as **{gloss}**; choose another gloss or sign to save again."
         if not entry.frames:
             raise SignLensError(f"Only the last {LiveRecognizer.KEEP_FRAMES} signs keep their frames; this one can no longer be saved.")
         with tempfile.TemporaryDirectory() as folder:
             # The frames the model saw, one per 1/8 s: sampling them again gives the same frames.
             clip = write_video(Path(folder) / f"live-{index + 1}.mp4", list(entry.frames), fps=8)
             best = entry.top[0]
-            record = add_clip(layout, clip, gloss or "", source="live", predicted=best.gloss, confidence=best.probability)
-        return f"Saved sign #{index + 1} as **{record.gloss}** (model said {best.gloss}, {best.probability:.0%}); it waits in Curate for review."
+            record = add_clip(layout, clip, gloss, source="live", predicted=best.gloss, confidence=best.probability)
+        live.saved.add((index, id(entry), gloss.lower()))
+        return (f"Saved sign #{index + 1} as **{record.gloss}** (model said {best.gloss}, {best.probability:.0%}); "
+                "it waits in Curate for review." + outside_vocabulary(engine, record.gloss))
 
     def clear(live: LiveSession | None):
         if live is None:
@@ -204,8 +240,8 @@ def build_live_tab(engine: Engine, config: LiveConfig, *, layout: DataLayout) ->
         show_progress="hidden",
     )
     timer.tick(on_tick, inputs=[session], outputs=view, api_name="live_poll", api_visibility="private", show_progress="hidden", queue=False)
-    fix_entry.input(show_guesses, inputs=[session, fix_entry], outputs=[fix_guess], api_name="live_guesses", api_visibility="private", queue=False)
-    fix_guess.input(pick_guess, inputs=[session, fix_entry, fix_guess], outputs=[transcript], api_name="live_pick", api_visibility="private", queue=False)
+    fix_entry.input(show_guesses, inputs=[session, fix_entry], outputs=[fix_guess, right], api_name="live_guesses", api_visibility="private", queue=False)
+    fix_guess.input(pick_guess, inputs=[session, fix_entry, fix_guess], outputs=[transcript, right], api_name="live_pick", api_visibility="private", queue=False)
     sentence_button.click(
         make_sentence,
         inputs=[session],
@@ -217,6 +253,9 @@ def build_live_tab(engine: Engine, config: LiveConfig, *, layout: DataLayout) ->
     )
     save.click(save_sign, inputs=[session, fix_entry, right], outputs=[saved], api_name="live_correct", api_visibility="private", concurrency_limit=None)
     clear_button.click(clear, inputs=[session], outputs=[*view, sentence], api_name="live_clear", api_visibility="private", queue=False)
+    # The gloss picker follows the vocabulary: an adapter (de)activated in Fine-tune changes it.
+    gr.on([correct_box.expand, current_blocks().load], lambda: vocabulary_choices(engine), None, right,
+          api_name="live_glosses", api_visibility="private", queue=False, show_progress="hidden")
 
 
 def _status(recognizer: LiveRecognizer) -> str:
@@ -225,22 +264,43 @@ def _status(recognizer: LiveRecognizer) -> str:
     else:
         line = "○ waiting for a sign"
     if recognizer.pending:
-        line += f" · reading {recognizer.pending} sign{'s' if recognizer.pending > 1 else ''}…"
+        line += f" · recognizing {recognizer.pending} sign{'s' if recognizer.pending > 1 else ''}…"
+        expected = expected_seconds(list(recognizer.transcript))
+        line += f" (about {expected:.1f} s each lately)" if expected else " (the first sign takes longest)"
     if recognizer.notice:
         line += f"  \n⚠️ {recognizer.notice}"
     return line
 
 
-def _transcript(entries: list[LiveEntry], threshold: float) -> list[tuple[str, str | None]]:
-    """HighlightedText value: each gloss with its confidence, uncertain ones marked."""
+def expected_seconds(entries: list[LiveEntry], last: int = 5) -> float | None:
+    """Median seconds from the end of a sign to its result over the last few signs."""
+    recent = sorted(e.latency_ms for e in entries[-last:])
+    return recent[len(recent) // 2] / 1000 if recent else None
+
+
+def _transcript(entries: list[LiveEntry], threshold: float, pending: int = 0) -> list[tuple[str, str | None]]:
+    """HighlightedText value: each gloss with its confidence; uncertain ones end in "?"."""
     out: list[tuple[str, str | None]] = []
     for i, entry in enumerate(entries):
         if i:
             out.append((" ", None))
         picked = entry.chosen > 0  # the user chose it: no longer the model's doubt
         sure = picked or entry.confidence >= threshold
-        out.append((f"{entry.gloss.upper()} {entry.confidence:.0%}" + (" ✓" if picked else ""), "sure" if sure else "uncertain"))
+        mark = " ✓" if picked else "" if sure else " ?"
+        out.append((f"{entry.gloss.upper()} {entry.confidence:.0%}{mark}", SURE if sure else UNSURE))
+    for _ in range(pending):
+        if out:
+            out.append((" ", None))
+        out.append(("recognizing…", PENDING))
     return out
+
+
+def _announcement(count: int, entry: LiveEntry | None, threshold: float) -> str:
+    """The newest sign in words, for screen readers (the live region reads it once)."""
+    if entry is None:
+        return ""
+    doubt = "uncertain" if entry.chosen == 0 and entry.confidence < threshold else "sure"
+    return f"Sign {count}: {entry.gloss.upper()}, {entry.confidence:.0%}, {doubt}."
 
 
 def _entry_label(index: int, entry: LiveEntry, threshold: float) -> str:
@@ -254,12 +314,14 @@ def _guesses(entry: LiveEntry | None) -> Any:
     return gr.Radio(choices=[(f"{p.gloss} ({p.probability:.0%})", p.gloss) for p in entry.top[:GUESSES]], value=entry.gloss)
 
 
-def _latency(entry: LiveEntry | None) -> str:
+def _latency(entry: LiveEntry | None, entries: list[LiveEntry] = ()) -> str:
     if entry is None:
         return ""
     t = entry.timings
+    expected = expected_seconds(list(entries))
+    typical = f" Expect about **{expected:.1f} s** per sign on this machine (median of the last signs)." if expected else ""
     return (
         f"Last sign: **{entry.latency_ms:.0f} ms** from the end of the sign to its result "
         f"(decode {t.decode_ms:.0f} · preprocess {t.preprocess_ms:.0f} · model {t.model_ms:.0f} ms; "
-        "the rest is waiting for the model)."
+        f"the rest is waiting for the model).{typical}"
     )

@@ -21,10 +21,13 @@ from webapp.common import (
     MODEL_GROUP,
     ClipFile,
     file_name,
+    current_blocks,
+    outside_vocabulary,
     recognize_file,
     thumbnails,
     timings_markdown,
     user_errors,
+    vocabulary_choices,
 )
 
 SAMPLES = project_path("assets/samples")
@@ -55,7 +58,7 @@ def build_upload_tab(engine: Engine, *, layout: DataLayout, rate_limit: RateLimi
             timings = gr.Markdown()
             gallery = gr.Gallery(label="Frames the model saw", elem_id="upload-frames", columns=4, height="auto", format="jpeg")
     table = gr.Dataframe(headers=TABLE_HEADERS, elem_id="upload-table", label="All files", interactive=False, visible=False, wrap=True)
-    with gr.Accordion("Correct this", open=False):
+    with gr.Accordion("Correct this", open=False) as correct_box:
         gr.Markdown("Wrong answer? Pick the right gloss: the clip is saved to your data for the Curate tab to review.")
         with gr.Row():
             which = gr.Dropdown(label="File", choices=[], interactive=True)
@@ -128,8 +131,14 @@ def build_upload_tab(engine: Engine, *, layout: DataLayout, rate_limit: RateLimi
         if entry is None:
             raise SignLensError("Recognize a clip first, then choose the file to correct.")
         predicted, confidence = entry["top"][0]
-        record = add_clip(layout, entry["path"], right or "", source="upload", predicted=predicted, confidence=confidence)
-        return f"Saved **{entry['name']}** as **{record.gloss}** (was {predicted}, {confidence:.0%}); it waits in Curate for review."
+        right = (right or "").strip()
+        saved = entry.setdefault("saved", [])  # the session's state: a second click saves no second copy
+        if right.lower() in saved:
+            return f"**{entry['name']}** is already saved as **{right}**; it waits in Curate for review."
+        record = add_clip(layout, entry["path"], right, source="upload", predicted=predicted, confidence=confidence)
+        saved.append(record.gloss.lower())
+        return (f"Saved **{entry['name']}** as **{record.gloss}** (was {predicted}, {confidence:.0%}); it waits in Curate "
+                "for review." + outside_vocabulary(engine, record.gloss))
 
     run.click(
         recognize,
@@ -143,6 +152,9 @@ def build_upload_tab(engine: Engine, *, layout: DataLayout, rate_limit: RateLimi
     which.input(show_file, inputs=[results, which], outputs=shown, api_name="upload_show", api_visibility="private", queue=False)
     table.select(select_row, inputs=[results], outputs=[*shown, which], api_name="upload_select", api_visibility="private", queue=False)
     save.click(correct, inputs=[results, which, gloss], outputs=[saved], api_name="upload_correct", api_visibility="private", concurrency_limit=None)
+    # The gloss picker follows the vocabulary: an adapter (de)activated in Fine-tune changes it.
+    gr.on([correct_box.expand, current_blocks().load], lambda: vocabulary_choices(engine), None, gloss,
+          api_name="upload_glosses", api_visibility="private", queue=False, show_progress="hidden")
 
 
 def _show(entry: dict[str, Any] | None) -> tuple:

@@ -21,7 +21,7 @@ from training.curate import edits, userdata, wlasl
 from training.curate.build import build_dataset, export_dataset
 from training.curate.clipcache import cached_clip
 from training.curate.download import DownloadConfig, download_instances
-from training.curate.jobs import BackgroundJob
+from training.curate.jobs import BackgroundJob, TaskOutcome
 from training.curate.plan import Plan, load_instances, plan_dataset, read_glossary
 from training.dataset import DatasetConfig, load_dataset_config
 from training.errors import DatasetError, UserDataError
@@ -123,10 +123,12 @@ class Curation:
         if not wanted:
             raise DatasetError("The selection holds no WLASL clips to download.")
 
-        def task(progress, cancel) -> str:
-            return download_instances(wanted, self.layout.videos, config=self.download_config,
-                                      manifest_path=self.layout.download_manifest, progress=progress,
-                                      cancel=cancel, show_progress=False).format_summary()
+        def task(progress, cancel) -> TaskOutcome:
+            summary = download_instances(wanted, self.layout.videos, config=self.download_config,
+                                         manifest_path=self.layout.download_manifest, progress=progress,
+                                         cancel=cancel, show_progress=False)
+            state, sentence = summary.outcome()
+            return TaskOutcome(state, sentence + "\n\n" + summary.format_summary())
 
         self.job.start("download", task)
         return len(wanted)

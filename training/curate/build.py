@@ -56,12 +56,23 @@ class BuildReport:
     cached: int
     encoded: int
     seconds: float
+    # The splits that hold clips (train/val/test order): a missing val or test is said at
+    # build time, not found when Evaluate fails after training.
+    splits: tuple[str, ...] = ("train", "val", "test")
+
+    def missing_splits(self) -> list[str]:
+        return [s for s in ("val", "test") if s not in self.splits]
 
     def summary(self) -> str:
         lines = [f"{self.rows} clips written to dataset {self.folder.name} in {self.seconds:.1f} s "
                  f"({self.encoded} encoded, {self.cached} from the cache)"]
         if self.missing:
             lines.append(f"{self.missing} selected clips are not downloaded yet and were left out")
+        if self.missing_splits():
+            missing = " and ".join(self.missing_splits())
+            lines.append(f"Warning: no {missing} clips, so {'this dataset cannot be evaluated' if 'test' in missing else 'training has no validation loss'}"
+                         f" (its splits: {', '.join(self.splits) or 'none'}). Download more clips, or choose the "
+                         "signer split rule, and build again.")
         for ref, reason in self.skipped[:20]:
             lines.append(f"skipped {ref}: {reason}")
         if len(self.skipped) > 20:
@@ -144,7 +155,8 @@ def build_dataset(
             raise DatasetError(f"None of the {len(todo)} downloaded clips could be used; "
                                f"the first reason: {skipped[0][1]}")
         report = BuildReport(folder=final, rows=len(rows), missing=missing, skipped=tuple(skipped), cached=cached,
-                             encoded=len(rows) - cached, seconds=time.monotonic() - started)
+                             encoded=len(rows) - cached, seconds=time.monotonic() - started,
+                             splits=tuple(s for s in ("train", "val", "test") if any(r["split"] == s for r in rows)))
         _write_outputs(temp, config, plan, rows, report)
         _publish(temp, final)
     except BaseException:

@@ -20,13 +20,22 @@ from training.errors import JobBusy
 
 log = logging.getLogger(__name__)
 
-Task = Callable[[Callable[[int, int], None], threading.Event], str]
+Task = Callable[[Callable[[int, int], None], threading.Event], "str | TaskOutcome"]
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What a task returns when "it ran to the end" is not the same as "it worked"."""
+
+    # "done" | "partial" | "failed"
+    state: str
+    message: str
 
 
 @dataclass(frozen=True)
 class JobState:
     name: str  # "" before the first task
-    # "idle" | "running" | "stopping" | "done" | "stopped" | "failed"
+    # "idle" | "running" | "stopping" | "done" | "partial" | "stopped" | "failed"
     state: str
     done: int
     total: int
@@ -96,6 +105,9 @@ class BackgroundJob:
         try:
             message = task(self._progress, cancel)
             state = "stopped" if cancel.is_set() else "done"
+            if isinstance(message, TaskOutcome):
+                state = "stopped" if cancel.is_set() else message.state
+                message = message.message
         except SignLensError as exc:  # the user's to fix: its message is the sentence to show
             message, state = str(exc), "stopped" if cancel.is_set() else "failed"
         except Exception:  # a bug: the traceback goes to the log, one sentence to the UI

@@ -153,7 +153,9 @@ def plan_dataset(config: DatasetConfig, layout: DataLayout, *,
         elif not config.include_user_clips:
             note = "user clips are off in this config"
         elif not included:
-            note = f"status {user.status} is not in user_statuses {list(config.user_statuses)}"
+            wanted = " or ".join(config.user_statuses) or "none"
+            note = (f"{user.status} clips are left out: this selection includes your {wanted} clips "
+                    f"(tick {user.status} under 'Your clips to include' to use it)")
         if gloss_set is not None and user.gloss.lower() not in gloss_set:
             included, note = False, "its gloss is not in the glossary"
         clips.append(PlannedClip(

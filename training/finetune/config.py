@@ -36,7 +36,9 @@ class FinetuneConfig:
     warmup_steps: int = 10
     learning_rate: float = 5e-5
     weight_decay: float = 0.0
-    logging_steps: int = 10
+    # A loss point every this many steps; 0 = about 50 points whatever the run's length
+    # (a 12-step run then logs every step instead of plotting 2 points).
+    logging_steps: int = 0
     optimizer: str = "adamw_torch"
     # When checkpoints are written: "epoch", "steps" (every save_steps) or "no".
     save_strategy: str = "epoch"
@@ -61,7 +63,9 @@ class FinetuneConfig:
         problems = []
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append(f"epochs must be positive (got {self.epochs}) unless max_steps is set")
-        for name in ("batch_size", "grad_accumulation", "logging_steps", "save_steps", "lora_r", "lora_alpha"):
+        if self.logging_steps < 0:
+            problems.append(f"logging_steps must be 0 (automatic) or more (got {self.logging_steps})")
+        for name in ("batch_size", "grad_accumulation", "save_steps", "lora_r", "lora_alpha"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
         if not 0 < self.learning_rate < 1:

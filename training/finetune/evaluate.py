@@ -25,7 +25,7 @@ from engine import SignLensError
 from training.atomic import write_json, write_text
 from training.dataset import load_dataset
 from training.errors import DatasetError
-from training.finetune import metrics
+from training.finetune import metrics, records
 from training.layout import DataLayout
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,8 @@ def evaluate(dataset_name: str, engine_config, layout: DataLayout, *, split: str
         "glosses": len(glosses),
         "chance_top1": 1 / len(glosses),
         "results": [dataclasses.asdict(r) for r in results],
+        # Published results on this standard subset, or why they are not compared (None: not one).
+        "beside_records": records.records_for(dataset.config, split=split),
     }
     for result in results:
         plot_confusion(result, glosses, out / f"confusion_{result.model}.png")
@@ -133,6 +135,7 @@ def render_markdown(report: dict[str, Any], results: list[EvalResult]) -> str:
     for r in results:
         lines.append(f"| {r.model} | {r.top1:.1%} | {r.top5:.1%} | {r.mean_class_accuracy:.1%} | "
                      f"{r.latency_ms.get('p50', 0):.0f} | {r.latency_ms.get('p90', 0):.0f} |")
+    lines += records.render_markdown(report.get("beside_records"), [dataclasses.asdict(r) for r in results])
     for r in results:
         lines += ["", f"## {r.model}: top confusions (true → predicted, count)", ""]
         lines += [f"- {t} → {p}: {c}" for t, p, c in r.confusions] or ["- none"]

@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -194,6 +195,19 @@ class RunManager:
                 raise RunBusy(f"The run {folder.name} still says it is {state}; wait for it, or stop it first.")
             run.cancel.unlink(missing_ok=True)
             self._start("train", folder.name, [*self._train_args(run), "--resume"])
+        return folder.name
+
+    def delete(self, name: str) -> str:
+        """Remove a run that is not running (a failed or interrupted one, or any finished one) and its folder."""
+        folder = self._folder(name)
+        if not folder.is_dir():
+            raise RunError(f"There is no run named {folder.name}.")
+        with self._lock:
+            job = self._current(force_scan=True)
+            state = self._info(folder).state
+            if (job is not None and job.run == folder.name) or state in (*ACTIVE, "cancelling"):
+                raise RunBusy(f"The run {folder.name} is {state}; cancel it before deleting it.")
+            shutil.rmtree(folder)
         return folder.name
 
     def evaluate(self, name: str, *, dataset: str = "", split: str = "test") -> str:
@@ -398,7 +412,10 @@ class RunManager:
         state = str(status.get("state") or "unknown")
         job = self._job
         if job is not None and job.run == folder.name and job.kind == "train" and not job.finished:
-            state = "cancelling" if job.state == "cancelling" else (state if state in ACTIVE else "starting")
+            # The trainer writes "done" before its process ends (saving the adapter, the
+            # metrics): that is "saving", not back to "starting".
+            state = ("cancelling" if job.state == "cancelling" else state if state in ACTIVE
+                     else "saving" if state == "done" else "starting")
         elif state in ACTIVE and process.get("kind") == "train" and not _pid_alive(process.get("pid"), MODULES["train"]):
             state = "interrupted"
         adapter = folder / "adapter"

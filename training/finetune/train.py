@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from engine import SignLensError
 from training.atomic import write_json
 from training.dataset import load_dataset
 from training.errors import DatasetError
-from training.finetune.run_folder import RunFolder, last_complete_checkpoint, plot_loss
+from training.finetune.run_folder import RunFolder, last_complete_checkpoint, plot_loss, read_json
 from training.layout import DataLayout
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,35 @@ def base_model_config(engine_config, config):
         return dataclasses.replace(engine_config.model, quantization="4bit", dtype="float32", adapter="")
     # Plain LoRA in fp32: bf16 training on CPU is slower here and less stable (README).
     return dataclasses.replace(engine_config.model, quantization="none", dtype="float32", adapter="")
+
+
+AUTO_LOG_SHARE = 0.02  # logging_steps 0: a point every 2 % of the steps, about 50 per run
+
+
+def log_line(state_step: int, max_steps: int, logs: dict) -> str:
+    """One training log record in words: "step 3/12 · loss 2.31 · learning rate 1e-04 · epoch 0.50"."""
+    names = {"loss": "loss", "learning_rate": "learning rate", "grad_norm": "gradient norm", "epoch": "epoch",
+             "train_loss": "mean loss", "train_runtime": "seconds", "train_samples_per_second": "samples/s"}
+    parts = [f"step {state_step}/{max_steps}" if max_steps else f"step {state_step}"]
+    for key, label in names.items():
+        value = logs.get(key)
+        if isinstance(value, (int, float)):
+            text = f"{value:.0e}" if key == "learning_rate" else f"{value:.2f}" if key == "epoch" else f"{value:.4g}"
+            parts.append(f"{label} {text}")
+    return " · ".join(parts)
+
+
+def _plain_progress():
+    from transformers.trainer_callback import ProgressCallback
+
+    class PlainProgress(ProgressCallback):
+        """transformers' progress bar, with log records as words instead of dicts."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None:
+                self.training_bar.write(log_line(state.global_step, state.max_steps, logs or {}))
+
+    return PlainProgress()
 
 
 def run_folder(config, layout: DataLayout) -> RunFolder:
@@ -100,6 +130,12 @@ def finetune(config, engine_config, layout: DataLayout, *, resume: bool = False)
     write_json(run.finetune_config, config.to_dict())
     write_json(run.engine_config, engine_config.to_dict())
     write_json(run.status, {"state": "starting"})
+    # Which process owns the run, also when started from the command line (the app writes
+    # the same for its children): a run whose process died reads "interrupted", not
+    # "starting" forever, and can be resumed or deleted.
+    process = read_json(run.process)
+    if process.get("pid") != os.getpid():
+        write_json(run.process, {**process, "kind": "train", "pid": os.getpid(), "started": time.time()})
     try:
         return _train(config, engine_config, dataset, train_rows, run, resume=resume)
     except BaseException as exc:
@@ -118,6 +154,8 @@ def _train(config, engine_config, dataset, train_rows, run: RunFolder, *, resume
     from engine import load_model
     from training.finetune.collator import ClipCollator
 
+    # Libraries' deprecation notices are for their callers, not for people reading a run's log.
+    warnings.filterwarnings("ignore", category=FutureWarning)
     set_seed(config.seed)
     glosses = dataset.glosses()
 
@@ -144,7 +182,8 @@ def _train(config, engine_config, dataset, train_rows, run: RunFolder, *, resume
         warmup_steps=config.warmup_steps,
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
-        logging_steps=config.logging_steps,
+        # Below 1, transformers reads a share of the total steps (rounded up to whole steps).
+        logging_steps=config.logging_steps or AUTO_LOG_SHARE,
         logging_first_step=True,
         optim=config.optimizer,
         save_strategy=config.save_strategy,
@@ -169,6 +208,11 @@ def _train(config, engine_config, dataset, train_rows, run: RunFolder, *, resume
         peft_config=lora_config(config),
         callbacks=_callbacks(run),
     )
+    # The log the app shows: one plain line per log record instead of a Python dict.
+    from transformers.trainer_callback import ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_plain_progress())
     checkpoint = last_complete_checkpoint(run.checkpoints) if resume else None
     if resume and checkpoint is None:
         log.info("No checkpoint in run %s: starting from scratch", run.name)

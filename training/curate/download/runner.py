@@ -82,6 +82,26 @@ class DownloadSummary:
     def format_summary(self) -> str:
         return format_summary(self)
 
+    def outcome(self) -> tuple[str, str]:
+        """("done" | "partial" | "failed", one sentence with the counts): what a run achieved.
+
+        A run that fetched nothing is a failure, not "100 %" (every clip was *tried*), and
+        YouTube clips skipped for want of yt-dlp say how to get it.
+        """
+        totals = Counter()
+        for s in self.sources:
+            totals.update(done=s.done, failed=s.failed, skipped=s.skipped, pending=s.pending)
+        youtube = sum(n for s in self.sources for r, n in s.top_reasons if r == fetch.YT_DLP_MISSING)
+        parts = [f"{totals[k]} {k}" for k in ("failed", "skipped", "pending") if totals[k]]
+        sentence = f"Downloaded {totals['done']} of {self.total} clips" + (f" ({', '.join(parts)})" if parts else "") + "."
+        if youtube:
+            sentence += (f" {youtube} YouTube clips were skipped because yt-dlp is not installed: "
+                         "pip install '.[youtube]' (or pip install yt-dlp), then download again.")
+        if totals["failed"] or totals["skipped"]:
+            sentence += " Re-run the download to retry the failed ones; many WLASL links are dead for good."
+        state = "done" if totals["done"] == self.total else "failed" if totals["done"] == 0 else "partial"
+        return state, sentence
+
 
 def format_summary(summary: DownloadSummary) -> str:
     """A plain-text table: one row per source, a total row, and the top reasons."""
