@@ -14,6 +14,7 @@ import pytest
 
 from conftest import tiny_config
 from engine import EngineStatus
+from engine import hub as hub_access
 from gestures import write_gesture_dataset
 from training.errors import FinetuneConfigError, RunError
 from training.finetune.config import load_finetune_config
@@ -23,7 +24,6 @@ from training.layout import DataLayout
 from webapp.finetune_tab import FineTuner
 from webapp.status import status_markdown
 
-import app as app_module
 
 
 class StubEngine:
@@ -115,15 +115,15 @@ def test_header_never_says_idle_and_warns_about_the_tiny_model():
 
 def test_offline_is_decided_before_the_hub_is_imported(tmp_path):
     env = {}
-    assert "local folder" in app_module.decide_offline(str(tmp_path), env) and env["HF_HUB_OFFLINE"] == "1"
+    assert "local folder" in hub_access.decide_offline(str(tmp_path), env) and env["HF_HUB_OFFLINE"] == "1"
     env = {}
-    reason = app_module.decide_offline("OpenGVLab/InternVL3-2B-hf", env, reachable=lambda url: False)
+    reason = hub_access.decide_offline("OpenGVLab/InternVL3-2B-hf", env, reachable=lambda url: False)
     assert env["HF_HUB_OFFLINE"] == "1" and "did not answer" in reason
     env = {}
-    assert app_module.decide_offline("OpenGVLab/InternVL3-2B-hf", env, reachable=lambda url: True) == "" and env == {}
+    assert hub_access.decide_offline("OpenGVLab/InternVL3-2B-hf", env, reachable=lambda url: True) == "" and env == {}
     env = {"HF_HUB_OFFLINE": "0"}  # the user's word wins, both ways
-    assert app_module.decide_offline(str(tmp_path), env, reachable=lambda url: False) == "" and env["HF_HUB_OFFLINE"] == "0"
-    assert app_module.hub_reachable("https://127.0.0.1:9", timeout_s=1) is False
+    assert hub_access.decide_offline(str(tmp_path), env, reachable=lambda url: False) == "" and env["HF_HUB_OFFLINE"] == "0"
+    assert hub_access.hub_reachable("https://127.0.0.1:9", timeout_s=1) is False
 
 
 def test_hub_warnings_are_printed_once():
@@ -133,7 +133,7 @@ def test_hub_warnings_are_printed_once():
     assert any(type(h) is logging.StreamHandler for h in hub.handlers)  # the duplicate, as shipped
     saved = list(hub.handlers)
     try:
-        app_module.one_line_per_warning()
+        hub_access.one_line_per_warning()
         assert not any(type(h) is logging.StreamHandler for h in hub.handlers) and hub.propagate
     finally:
         hub.handlers[:] = saved
