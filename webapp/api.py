@@ -30,6 +30,7 @@ from webapp.common import (
     result_json,
     user_errors,
 )
+from training.dataset import check_gloss
 from webapp.ops import RateLimit
 from webapp.status import public_status
 
@@ -77,7 +78,9 @@ def build_api(engine: Engine, rate_limit: RateLimit) -> None:
         rate_limit.check(request)
         if not isinstance(glosses, str):
             raise SignLensError("Send the glosses as text, such as I WANT DRINK.")
-        return engine.sentence([g for g in re.split(r"[\s,]+", glosses or "") if g])
+        if len(glosses) > 2000:
+            raise SignLensError("That is too many glosses for one sentence: send at most 2,000 characters.")
+        return engine.sentence([check_gloss(g) for g in re.split(r"[\s,]+", glosses) if g])
 
     def model_info() -> dict[str, Any]:
         """Model status: state (loading/ready/failed), device, dtype, quantization, memory, vocabulary, adapter."""

@@ -12,6 +12,8 @@ gets the engine's "The model is still loading; try again in a moment."
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
 
 import gradio as gr
 
@@ -20,6 +22,7 @@ from training.layout import DataLayout
 from webapp.access import HOW_TO_ENABLE, LOCAL, Access
 from webapp import a11y
 from webapp.api import build_api
+from webapp.common import UNEXPECTED
 from webapp.ops import RateLimit, Telemetry, add_routes
 from webapp.settings import ServerConfig, load_server_config
 from webapp.curate_tab import build_curate_tab
@@ -28,9 +31,47 @@ from webapp.live import build_live_tab
 from webapp.status import public_text, status_markdown
 from webapp.upload import build_upload_tab
 
+log = logging.getLogger(__name__)
+
 # Events waiting in the queue at most; beyond it a caller is told the app is busy
 # rather than waiting minutes behind a CPU model.
 QUEUE_SIZE = 64
+
+
+class SignLensBlocks(gr.Blocks):
+    """Blocks whose every refusal is one plain sentence, Gradio's own checks included.
+
+    Gradio validates a call before our handlers run (the number of inputs, the shape of
+    a file reference, whether a file was uploaded here); with `show_error=False` its
+    errors reach the caller as a bare "Error", and with True as multi-line internals.
+    Here they become a sentence; anything else unexpected is logged and gets the
+    generic one (our handlers already turn their own errors into sentences).
+    """
+
+    async def process_api(self, block_fn, inputs, *args, **kwargs):
+        try:
+            return await super().process_api(block_fn, inputs, *args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            raise gr.Error(_plain_refusal(exc), print_exception=False) from None
+
+
+def _plain_refusal(exc: Exception) -> str:
+    text = str(exc)
+    if "didn't receive enough input values" in text:
+        needed = re.search(r"needed: (\d+)", text)
+        count = needed.group(1) if needed else "all its"
+        return f"This call is missing inputs: it takes {count} value{'' if count == '1' else 's'}, in order."
+    if "'meta' field must be explicitly provided" in text or "validation error for FileData" in text:
+        return ("A file was sent in a form this server does not take: upload it first and send "
+                "{path, meta: {_type: gradio.FileData}} (gradio_client's handle_file does).")
+    if "InvalidPathError" in type(exc).__name__ or "not in the upload folder" in text or "cannot be accessed" in text:
+        return "That file was not uploaded to this server: upload it first, then send the path the upload returned."
+    if "is not in the list of choices" in text:
+        return "That value is not one of the choices offered here."
+    log.exception("a call failed before or after its handler ran")
+    return UNEXPECTED
 
 
 def build_app(engine: Engine, *, layout: DataLayout, access: Access = LOCAL,
@@ -43,7 +84,7 @@ def build_app(engine: Engine, *, layout: DataLayout, access: Access = LOCAL,
     live_config = live_config or load_live_config()
     server = server or load_server_config()
     rate_limit = RateLimit(server.rate_limit)
-    with gr.Blocks(title="SignLens", delete_cache=(server.cache_sweep_every_s, server.cache_max_age_s)) as app:
+    with SignLensBlocks(title="SignLens", delete_cache=(server.cache_sweep_every_s, server.cache_max_age_s)) as app:
         gr.Markdown("# SignLens\nSign-language recognition with a vision-language model.")
         gr.Markdown(f"Access: **{access.posture}** — {access.reason}."
                     + ("" if access.curation else f"  \n{HOW_TO_ENABLE}"), elem_id="posture")
