@@ -264,7 +264,9 @@ def _coerce(value: Any, default: Any, where: str, error: type[Exception]) -> Any
         item_default = default[0] if default else ""
         return tuple(_coerce(item.strip() if isinstance(item, str) else item, item_default, where, error)
                      for item in items if not (isinstance(item, str) and not item.strip()))
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+    if isinstance(value, float) and not math.isfinite(value):
+        pass  # NaN and infinities are never a setting anyone meant: refused below
+    elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     elif kind is bool and isinstance(value, str):
         lowered = value.strip().lower()

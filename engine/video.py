@@ -137,7 +137,9 @@ def _trim_seconds(start_s: float | None, end_s: float | None) -> tuple[float, fl
     values = []
     for name, value in (("start", start_s), ("end", end_s)):
         try:
-            number = float(value or 0)
+            if isinstance(value, bool) or not isinstance(value, (int, float, str, type(None))):
+                raise TypeError  # a list, an object, True: not a time
+            number = float(value) if value not in (None, "") else 0.0  # empty: from the start / to the end
         except (TypeError, ValueError):
             raise ClipError(f"The trim {name} must be a number of seconds, not {str(value)[:40]!r}.") from None
         if not math.isfinite(number) or number < 0:

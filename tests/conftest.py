@@ -106,10 +106,12 @@ def webapp_server(tiny_model_dir, tmp_path_factory):
     from engine import Engine
     from training.layout import DataLayout
     from webapp.app import build_app, serve
+    from webapp.settings import ServerConfig
 
     engine = Engine(tiny_config(tiny_model_dir, limits={"max_file_mb": 1})).start()
     layout = DataLayout.at(tmp_path_factory.mktemp("webapp-data"))
-    app = build_app(engine, layout=layout)
+    # Many tests share this server from one address: a limit of its own (test_ops.py tests the limit).
+    app = build_app(engine, layout=layout, server=ServerConfig(rate_limit="10000/minute"))
     serve(app, engine, host="127.0.0.1", port=free_port(), prevent_thread_lock=True)
     yield SimpleNamespace(url=app.local_url.rstrip("/"), engine=engine, layout=layout, app=app)
     app.close()

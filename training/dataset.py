@@ -130,7 +130,7 @@ def load_dataset_config(path: str | Path | None = None, *, overrides: Mapping[st
 
 def check_name(name: str | None) -> str:
     """A dataset name, or one sentence saying why it cannot be one."""
-    name = (name or "").strip()
+    name = name.strip() if isinstance(name, str) else ""
     if not _NAME.fullmatch(name):
         shown = name if len(name) <= 40 else name[:40] + "..."
         raise DatasetError(f"{shown!r} is not a dataset name: use {NAME_RULE}.")

@@ -68,6 +68,10 @@ def _plain_refusal(exc: Exception) -> str:
                 "{path, meta: {_type: gradio.FileData}} (gradio_client's handle_file does).")
     if "InvalidPathError" in type(exc).__name__ or "not in the upload folder" in text or "cannot be accessed" in text:
         return "That file was not uploaded to this server: upload it first, then send the path the upload returned."
+    if "Expected a `" in text:  # a component could not take the value (text into a number, NaN)
+        value = re.search(r"was: (.{0,40}?)(?: \(of type|$)", text, re.S)
+        shown = value.group(1).strip() if value else "a value"
+        return f"{shown} cannot be used here: send a finite number where a number goes, text where text goes."
     if "is not in the list of choices" in text:
         return "That value is not one of the choices offered here."
     log.exception("a call failed before or after its handler ran")

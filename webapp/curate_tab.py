@@ -243,7 +243,8 @@ def build_curate_tab(engine: Any, layout: DataLayout, *, access: Access = LOCAL,
     job = gr.Markdown(curator.job_status())
     timer = gr.Timer(1.0)
     with gr.Row():
-        built = gr.Dropdown(list_datasets(layout), label="Built dataset")
+        built = gr.Dropdown(list_datasets(layout), label="Built dataset",
+                            allow_custom_value=True)  # from disk; export checks the name
         refresh_built = gr.Button("Refresh list")
         export = gr.Button("Export (zip)")
         exported = gr.File(label="Export", interactive=False)

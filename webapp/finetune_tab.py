@@ -282,7 +282,10 @@ def build_finetune_tab(engine: Any, layout: DataLayout, *, access: Access = LOCA
                 "`python -m training.finetune --help`.")
     gr.Markdown("### Train")
     with gr.Row():
-        dataset = gr.Dropdown(names, value=names[0] if names else None, label="Dataset", scale=2)
+        # Choices come from disk and change while the page is open; every handler checks the
+        # name, so a dataset, run or adapter made after the page was built can still be named.
+        dataset = gr.Dropdown(names, value=names[0] if names else None, label="Dataset", scale=2,
+                              allow_custom_value=True)
         run_name = gr.Textbox(label="Run name", placeholder="empty: <dataset>-<time>", scale=2)
         refresh = gr.Button("Refresh lists", scale=1)
     with gr.Row():
@@ -298,7 +301,8 @@ def build_finetune_tab(engine: Any, layout: DataLayout, *, access: Access = LOCA
         cancel = gr.Button("Cancel", variant="stop")
         resume = gr.Button("Resume")
         delete = gr.Button("Delete run")
-        run = gr.Dropdown([r.name for r in tuner.manager.runs()], value=None, label="Run (log, loss; resume)", scale=2)
+        run = gr.Dropdown([r.name for r in tuner.manager.runs()], value=None, label="Run (log, loss; resume)", scale=2,
+                          allow_custom_value=True)
     split_note = gr.Markdown(tuner.dataset_note(dataset.value), elem_id="finetune-dataset-note")
     job = gr.Markdown(tuner.job_status())
     with gr.Row():
@@ -310,7 +314,7 @@ def build_finetune_tab(engine: Any, layout: DataLayout, *, access: Access = LOCA
     table = gr.Dataframe(rows, headers=ADAPTER_COLUMNS, label="Finished adapters (click a row to choose it)",
                          interactive=False, max_height=320)
     with gr.Row():
-        adapter = gr.Dropdown([r[0] for r in rows], value=None, label="Adapter", scale=2)
+        adapter = gr.Dropdown([r[0] for r in rows], value=None, label="Adapter", scale=2, allow_custom_value=True)
         evaluate = gr.Button("Evaluate")
         activate = gr.Button("Activate", variant="primary")
         deactivate = gr.Button("Deactivate")

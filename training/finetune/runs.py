@@ -68,9 +68,11 @@ ACTIVE = ("starting", "running")
 
 
 def check_name(name: str | None) -> str:
-    name = (name or "").strip()
+    """A run name, or one sentence saying why it cannot be one."""
+    name = (name or "").strip() if isinstance(name, str) else ""
     if not _NAME.fullmatch(name):
-        raise RunError(f"{name!r} is not a run name: use letters, digits, '.', '_' and '-', starting with a letter or digit.")
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise RunError(f"{shown!r} is not a run name: use letters, digits, '.', '_' and '-', starting with a letter or digit.")
     return name
 
 
