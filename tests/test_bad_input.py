@@ -23,7 +23,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from hypothesis import HealthCheck, given, settings
