@@ -82,6 +82,11 @@ class RecognitionConfig:
     top_k: int = 5
     # Candidates scored per forward pass; bounds memory on long vocabularies.
     score_batch: int = 512
+    # Score glosses best first-token bound first and stop once no other gloss can reach
+    # the top k (engine/scoring.py): the same top k for a fraction of the candidate pass.
+    # Probabilities are then lower bounds (never overconfident); false scores every gloss,
+    # for exact probabilities over the whole vocabulary.
+    pruned_ranking: bool = True
     # Generation length for "generate" mode answers (one word plus end token).
     max_new_tokens: int = 8
     # Instruction for turning a gloss sequence into English.

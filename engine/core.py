@@ -41,8 +41,10 @@ ADAPTER_NAME = "signlens"
 @dataclass(frozen=True)
 class Prediction:
     gloss: str
-    # Softmax over the active vocabulary's scores (score mode) or the generated answer's
-    # own probability (generate mode).
+    # Score mode: softmax over the active vocabulary's scores, where glosses that pruned
+    # ranking left unscored count at their upper bound, so it is a lower bound on the
+    # full softmax (exact when every gloss was scored). Generate mode: the generated
+    # answer's own probability.
     probability: float
 
 
@@ -68,6 +70,9 @@ class RecognitionResult:
     timings: Timings
     # The frames the model saw and where they came from.
     clip: Clip
+    # Glosses scored in full (score mode): fewer than the vocabulary when pruned ranking
+    # stopped early, which is what made it fast; 0 in generate mode.
+    glosses_scored: int = 0
 
 
 @dataclass(frozen=True)
@@ -218,15 +223,16 @@ class Engine:
         preprocess_ms = (time.perf_counter() - started) * 1000
 
         started = time.perf_counter()
+        scored = 0
         with self._lock:
             if mode == "score":
-                top = self._score(loaded, inputs, top_k)
+                top, scored = self._score(loaded, inputs, top_k)
                 text = top[0].gloss
             else:
                 text, probability = self._generate(loaded, inputs, cfg.recognition.max_new_tokens)
                 top = (Prediction(text, probability),)
         model_ms = (time.perf_counter() - started) * 1000
-        return RecognitionResult(top, text, mode, Timings(clip.decode_ms, preprocess_ms, model_ms), clip)
+        return RecognitionResult(top, text, mode, Timings(clip.decode_ms, preprocess_ms, model_ms), clip, scored)
 
     def sentence(self, glosses: Sequence[str]) -> str:
         """Turn a gloss sequence into one English sentence with the language model alone."""
@@ -312,18 +318,22 @@ class Engine:
             self._candidates = [answer_ids(tokenizer, g) for g in self._vocabulary.glosses]
         return self._candidates
 
-    def _score(self, loaded: LoadedModel, inputs: dict[str, torch.Tensor], top_k: int) -> tuple[Prediction, ...]:
-        import torch
+    def _score(self, loaded: LoadedModel, inputs: dict[str, torch.Tensor], top_k: int) -> tuple[tuple[Prediction, ...], int]:
+        """The top-k predictions and how many glosses were scored to find them."""
+        from engine.scoring import rank_candidates
 
-        from engine.scoring import score_candidates
-
-        scores = score_candidates(
-            self._model(loaded), inputs, self._candidate_ids(loaded), batch_size=self.config.recognition.score_batch
+        recognition = self.config.recognition
+        ranking = rank_candidates(
+            self._model(loaded),
+            inputs,
+            self._candidate_ids(loaded),
+            top_k=top_k,
+            batch_size=recognition.score_batch,
+            prune=recognition.pruned_ranking,
         )
-        probabilities = torch.softmax(scores, dim=0)
-        values, order = probabilities.topk(min(top_k, len(scores)))
         glosses = self._vocabulary.glosses
-        return tuple(Prediction(glosses[i], float(p)) for p, i in zip(values.tolist(), order.tolist()))
+        top = tuple(Prediction(glosses[i], float(p)) for i, p in zip(ranking.top, ranking.probabilities().tolist()))
+        return top, ranking.scored_count
 
     def _generate(self, loaded: LoadedModel, inputs: dict[str, Any], max_new_tokens: int) -> tuple[str, float]:
         import torch
