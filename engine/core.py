@@ -102,6 +102,9 @@ class Engine:
         self._error = ""
         self._adapter = ""
         self._peft: Any = None
+        # On an int8 model: a second model with the adapter merged in, sharing the base's
+        # unquantized weights; the base itself is never touched, so unloading is exact.
+        self._merged: Any = None
         self._thread: threading.Thread | None = None
         # The vocabulary without an adapter, restored when one is unloaded.
         self._base_vocabulary = load_vocabulary(config.vocabulary_path())
@@ -150,7 +153,7 @@ class Engine:
         """Drop the model and give its memory back (GPU cache included)."""
         with self._lock:
             self._loaded = None
-            self._peft, self._adapter = None, ""
+            self._peft, self._merged, self._adapter = None, None, ""
             self._candidates = None
             self._state = "closed"
         gc.collect()
@@ -256,6 +259,8 @@ class Engine:
         adapter never saw would only dilute its answers. Unloading restores the one before.
         PEFT is called directly rather than through transformers' `load_adapter`, which
         in transformers 5.24 demands a PEFT release that does not exist yet (0.22).
+        On an int8 model (CPU `quantization: 8bit`) the adapter is merged instead, see
+        `_merged_int8`: slower to swap, as fast as the base to run.
         """
         from peft import PeftModel
 
@@ -266,10 +271,13 @@ class Engine:
         vocabulary = load_vocabulary(path / "vocabulary.txt") if (path / "vocabulary.txt").is_file() else None
         with self._lock:
             self._drop_adapter()
-            try:
-                self._peft = PeftModel.from_pretrained(loaded.model, str(path), is_trainable=False).eval()
-            except Exception as exc:
-                raise AdapterError(f"The adapter {path.name} does not fit this model ({type(exc).__name__}).") from None
+            if _is_dynamic_int8(loaded):
+                self._merged = self._merged_int8(loaded, path)
+            else:
+                try:
+                    self._peft = PeftModel.from_pretrained(loaded.model, str(path), is_trainable=False).eval()
+                except Exception as exc:
+                    raise _misfit(path, exc) from None
             self._adapter = str(path)
             if vocabulary is not None:
                 self._vocabulary, self._candidates = vocabulary, None
@@ -288,10 +296,47 @@ class Engine:
             self._peft.unload()  # removes the LoRA layers from the base model in place
         if self._vocabulary is not self._base_vocabulary:
             self._vocabulary, self._candidates = self._base_vocabulary, None
-        self._peft, self._adapter = None, ""
+        self._peft, self._merged, self._adapter = None, None, ""
+        gc.collect()  # an int8 merged model holds a whole language model
+
+    def _merged_int8(self, loaded: LoadedModel, path: Path) -> Any:
+        """The base model with the adapter merged into its language model, quantized again.
+
+        PEFT cannot wrap torch's int8 layers, so the language model's fp32 weights are read
+        again from the model files, the LoRA is merged into them and the result quantized
+        like the base. The copy shares every other tensor with the base (vision tower,
+        projector, output layer): only modules the adapter replaces are new. An adapter
+        that changes weights outside the language model (LoRA on the vision tower) is
+        refused, since merging it would write into the base's shared tensors.
+        """
+        import copy
+        import itertools
+
+        from peft import PeftModel
+        from peft.tuners.lora import LoraLayer
+
+        from engine.model import quantize_language_model, reload_language_model
+
+        base = loaded.model
+        memo: dict[int, Any] = {id(t): t for t in itertools.chain(base.parameters(), base.buffers())}
+        memo[id(base.model.language_model)] = reload_language_model(self.config.model)
+        try:
+            peft = PeftModel.from_pretrained(copy.deepcopy(base, memo), str(path), is_trainable=False)
+        except Exception as exc:
+            raise _misfit(path, exc) from None
+        outside = [name for name, module in peft.named_modules() if isinstance(module, LoraLayer) and ".language_model." not in name]
+        if outside:
+            raise AdapterError(
+                f"The adapter {path.name} changes more than the language model, which an 8bit model cannot take: "
+                "load the model with quantization none to use it."
+            )
+        merged = quantize_language_model(peft.merge_and_unload())
+        return merged.eval()
 
     def _model(self, loaded: LoadedModel) -> Any:
-        """The model to run: the base model, or the base wrapped with the active adapter."""
+        """The model to run: the base model, or the base with the active adapter."""
+        if self._merged is not None:
+            return self._merged
         return self._peft if self._peft is not None else loaded.model
 
     # -------------------------------------------------------------------- helpers
@@ -354,3 +399,11 @@ class Engine:
             logprob += torch.log_softmax(out.scores[step][0].float(), dim=-1)[token].item()
         text = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
         return text, float(np.exp(logprob))
+
+
+def _is_dynamic_int8(loaded: LoadedModel) -> bool:
+    return loaded.quantization == "8bit" and loaded.device.kind == "cpu"
+
+
+def _misfit(path: Path, exc: Exception) -> AdapterError:
+    return AdapterError(f"The adapter {path.name} does not fit this model ({type(exc).__name__}).")
