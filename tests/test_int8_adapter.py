@@ -98,3 +98,13 @@ def test_int8_adapter_brings_its_vocabulary(int8_engine, adapter, tmp_path):
     assert {p.gloss for p in int8_engine.recognize(frames(3), top_k=5).top} == {"book", "drink", "mother"}
     int8_engine.unload_adapter()
     assert len(int8_engine.vocabulary) == 320
+
+
+def test_int8_adapter_shares_what_it_does_not_change(int8_engine, adapter):
+    int8_engine.load_adapter(adapter)
+    merged = int8_engine._merged.model.language_model
+    base = int8_engine._require_model().model.model.language_model
+    assert merged.embed_tokens.weight is base.embed_tokens.weight
+    assert merged.norm.weight is base.norm.weight
+    assert merged.layers[0].self_attn.q_proj is not base.layers[0].self_attn.q_proj
+    int8_engine.unload_adapter()
