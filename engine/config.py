@@ -46,11 +46,17 @@ class ModelConfig:
     quantization: str = "auto"
     # LoRA adapter folder applied after loading; empty for the base model.
     adapter: str = ""
+    # With `quantization: 8bit` on CPU, int8 the vision tower's linear layers too: the
+    # vision tower is half of a clip's work on CPU, but int8 blurs the fine visual detail
+    # handshapes need, so it is off unless asked for (numbers in README, Benchmarks).
+    quantize_vision: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("model.device", self.device, DEVICES)
         _check_choice("model.dtype", self.dtype, DTYPES)
         _check_choice("model.quantization", self.quantization, QUANTIZATIONS)
+        if self.quantize_vision and self.quantization != "8bit":
+            raise ConfigError(f"model.quantize_vision needs model.quantization 8bit, got {self.quantization!r}.")
         if not self.id.strip():
             raise ConfigError("model.id is empty: give a hub id such as OpenGVLab/InternVL3-2B-hf or a local folder.")
 

@@ -306,31 +306,44 @@ class Engine:
         again from the model files, the LoRA is merged into them and the result quantized
         like the base. The copy shares every other tensor with the base (vision tower,
         projector, output layer): only modules the adapter replaces are new. An adapter
-        that changes weights outside the language model (LoRA on the vision tower) is
-        refused, since merging it would write into the base's shared tensors.
+        with LoRA outside the language model is refused before anything is built: merging
+        it would write into the base's shared tensors.
         """
         import copy
         import itertools
 
+        import torch
         from peft import PeftModel
-        from peft.tuners.lora import LoraLayer
+        from peft.utils import load_peft_weights
 
         from engine.model import quantize_language_model, reload_language_model
 
-        base = loaded.model
-        memo: dict[int, Any] = {id(t): t for t in itertools.chain(base.parameters(), base.buffers())}
-        memo[id(base.model.language_model)] = reload_language_model(self.config.model)
         try:
-            peft = PeftModel.from_pretrained(copy.deepcopy(base, memo), str(path), is_trainable=False)
+            names = list(load_peft_weights(str(path)))
         except Exception as exc:
             raise _misfit(path, exc) from None
-        outside = [name for name, module in peft.named_modules() if isinstance(module, LoraLayer) and ".language_model." not in name]
-        if outside:
+        if any(("lora_" in n and ".language_model." not in n) or "vision_tower" in n for n in names):
             raise AdapterError(
                 f"The adapter {path.name} changes more than the language model, which an 8bit model cannot take: "
                 "load the model with quantization none to use it."
             )
+        base = loaded.model
+        memo: dict[int, Any] = {id(t): t for t in itertools.chain(base.parameters(), base.buffers())}
+        memo[id(base.model.language_model)] = reload_language_model(self.config.model)
+        # An int8 vision tower (`quantize_vision`) cannot take part in PEFT's state-dict
+        # load (torch's int8 layers demand their own keys): a stand-in takes its place
+        # until the merge is done, and the base's is shared afterwards.
+        vision = base.model.vision_tower
+        int8_vision = any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in vision.modules())
+        if int8_vision:
+            memo[id(vision)] = torch.nn.Module()
+        try:
+            peft = PeftModel.from_pretrained(copy.deepcopy(base, memo), str(path), is_trainable=False)
+        except Exception as exc:
+            raise _misfit(path, exc) from None
         merged = quantize_language_model(peft.merge_and_unload())
+        if int8_vision:
+            merged.model.vision_tower = vision
         _share_equal_tensors(merged.model.language_model, base.model.language_model)
         return merged.eval()
 

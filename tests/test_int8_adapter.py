@@ -108,3 +108,25 @@ def test_int8_adapter_shares_what_it_does_not_change(int8_engine, adapter):
     assert merged.norm.weight is base.norm.weight
     assert merged.layers[0].self_attn.q_proj is not base.layers[0].self_attn.q_proj
     int8_engine.unload_adapter()
+
+
+def test_quantize_vision_int8s_the_vision_tower_and_still_takes_adapters(tiny_model_dir, int8_engine, adapter):
+    from engine.errors import ConfigError
+
+    quantized = torch.ao.nn.quantized.dynamic.Linear
+    engine = Engine(tiny_config(tiny_model_dir, model={"quantization": "8bit", "quantize_vision": True})).start()
+    vision = engine._require_model().model.model.vision_tower
+    assert any(isinstance(m, quantized) for m in vision.modules())
+    assert not any(isinstance(m, quantized) for m in int8_engine._require_model().model.model.vision_tower.modules())
+    assert "vision tower int8" in engine.status().detail
+    clip = frames(4)
+    before = all_probabilities(engine, clip)
+    assert before != all_probabilities(int8_engine, clip)  # the vision tower really runs in int8
+    engine.load_adapter(adapter)
+    assert engine._merged.model.vision_tower is vision  # shared, not copied
+    assert all_probabilities(engine, clip) != before
+    engine.unload_adapter()
+    assert all_probabilities(engine, clip) == before
+    engine.close()
+    with pytest.raises(ConfigError, match="quantize_vision needs model.quantization 8bit"):
+        tiny_config(tiny_model_dir, model={"quantization": "none", "quantize_vision": True})
