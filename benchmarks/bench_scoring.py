@@ -23,6 +23,7 @@ understate what pruning skips there.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import tempfile
@@ -48,11 +49,13 @@ END_BIAS = 12.0  # logit added to end-of-turn in the "ending" rows
 
 
 def medians_s(functions: dict, repeats: int) -> dict:
-    """Median CPU seconds of each function, run in turn round after round, so that load on
-    this shared machine falls on all of them alike."""
+    """Median CPU seconds of each function, run in turn round after round (in a shuffled
+    order each round), so that load on this shared machine falls on all of them alike."""
     times = {name: [] for name in functions}
+    rng = random.Random(0)
     for _ in range(repeats):
-        for name, function in functions.items():
+        for name in rng.sample(list(functions), len(functions)):
+            function = functions[name]
             started = time.process_time()
             function()
             times[name].append(time.process_time() - started)
@@ -114,24 +117,37 @@ def main() -> None:
         with torch.no_grad():
             model(**inputs, logits_to_keep=1)
 
+    random_head = model.lm_head
+    biased_head = ending_head(random_head, end)
+
+    def on(head, function):
+        """`function` run with this output layer, so both models share every round."""
+        def run():
+            model.lm_head = head
+            try:
+                return function()
+            finally:
+                model.lm_head = random_head
+        return run
+
+    def full():
+        return score_candidates(model, inputs, candidates)
+
     def pruned():
         return rank_candidates(model, inputs, candidates, top_k=TOP_K)
 
-    def side_by_side() -> tuple[dict, int]:
-        """Full vs pruned ranking on the current output layer: medians and glosses scored."""
-        assert pruned().top == rank_candidates(model, inputs, candidates, top_k=TOP_K, prune=False).top
-        seconds = medians_s({"prefill": prefill_only, "full": lambda: score_candidates(model, inputs, candidates), "pruned": pruned}, args.repeats)
-        return seconds, pruned().scored_count
-
-    plain, plain_scored = side_by_side()
-    ours = plain["full"]
-    random_head = model.lm_head
-    model.lm_head = ending_head(random_head, end)
-    ending, ending_scored = side_by_side()
-    model.lm_head = random_head
+    scored = {}
+    for name, head in (("random", random_head), ("ending", biased_head)):
+        check = on(head, lambda: (pruned(), rank_candidates(model, inputs, candidates, top_k=TOP_K, prune=False)))()
+        assert check[0].top == check[1].top
+        scored[name] = check[0].scored_count
+    seconds = medians_s({
+        "prefill": prefill_only, "full": full, "pruned": pruned,
+        "ending full": on(biased_head, full), "ending pruned": on(biased_head, pruned),
+    }, args.repeats)
+    ours, prefill = seconds["full"], seconds["prefill"]
     per_gloss = median_s(lambda: score_candidates_reference(model, inputs, sample), max(1, args.repeats // 2)) * len(candidates) / len(sample)
     generation = median_s(generate, args.repeats)
-    prefill = plain["prefill"]
     tree_tokens = sum(len(c) - 1 for c in candidates)
     n = len(candidates)
     one_token = sum(len(c) == 2 for c in candidates)
@@ -140,16 +156,16 @@ def main() -> None:
     print("|---|---|---|---|")
     print(f"| prefill only (lower bound) | {prefill:.2f} | {prefill / ours:.2f}x | 0 |")
     print(f"| ours: shared prefill + tree pass | {ours:.2f} | 1.00x | {n} |")
-    print(f"| ours, pruned (top {TOP_K}) | {plain['pruned']:.2f} | {plain['pruned'] / ours:.2f}x | {plain_scored} |")
-    print(f"| ours, ending model | {ending['full']:.2f} | {ending['full'] / ours:.2f}x | {n} |")
-    print(f"| ours, pruned (top {TOP_K}), ending model | {ending['pruned']:.2f} | {ending['pruned'] / ours:.2f}x | {ending_scored} |")
+    for name, label, count in (("pruned", f"ours, pruned (top {TOP_K})", scored["random"]),
+                               ("ending full", "ours, ending model", n),
+                               ("ending pruned", f"ours, pruned (top {TOP_K}), ending model", scored["ending"])):
+        print(f"| {label} | {seconds[name]:.2f} | {seconds[name] / ours:.2f}x | {count} |")
     print(f"| greedy generation, 4 tokens | {generation:.2f} | {generation / ours:.2f}x | - |")
     print(f"| per-gloss full forwards (x{n}) | {per_gloss:.1f} | {per_gloss / ours:.0f}x | {n} |")
     print(f"\nours / generation = {ours / generation:.2f} (target <= 2); per-gloss / ours = {per_gloss / ours:.0f} (target >= 20)")
-    print(f"pruned / full: random weights {plain['pruned'] / plain['full']:.2f} ({plain_scored}/{n} scored), "
-          f"ending model {ending['pruned'] / ending['full']:.2f} ({ending_scored}/{n} scored); "
-          f"candidate pass, pruned / full: random weights {(plain['pruned'] - prefill) / (ours - prefill):.2f}, "
-          f"ending model {(ending['pruned'] - ending['prefill']) / (ending['full'] - ending['prefill']):.2f}")
+    for name, full_s, pruned_s in (("random", ours, seconds["pruned"]), ("ending", seconds["ending full"], seconds["ending pruned"])):
+        print(f"{name} model: pruned / full {pruned_s / full_s:.2f}, candidate pass only {(pruned_s - prefill) / (full_s - prefill):.2f}, "
+              f"{scored[name]}/{n} glosses scored")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +36,7 @@ class Ranking:
     """Candidates ranked by log p(candidate | prefix), with what was left unscored.
 
     `scores` holds the full score of every scored candidate and, for an unscored one,
-    its first-token bound (never below its full score). So `logsumexp(scores)` bounds the
-    log of the softmax denominator from above, and `probabilities()` from below.
+    its first-token bound (never below its full score).
     """
 
     # Candidate indices, best first; ties go to the lower index, so the order is the same
@@ -46,6 +46,9 @@ class Ranking:
     scores: torch.Tensor
     # bool [len(candidates)]: which candidates went through the candidate pass.
     scored: torch.Tensor
+    # log of an upper bound on the softmax denominator, sum(exp(score)) over all
+    # candidates: exact when all were scored, else see `_log_mass_bound`.
+    log_total: float
 
     @property
     def scored_count(self) -> int:
@@ -54,12 +57,13 @@ class Ranking:
     def probabilities(self) -> torch.Tensor:
         """Probability of each `top` candidate, a lower bound on the full softmax's.
 
-        The denominator counts every unscored candidate at its bound, more than its true
-        mass, so the numbers can only come out low: an answer that full scoring would call
-        uncertain never looks sure. With every candidate scored they are the softmax itself.
+        The denominator counts the unscored candidates at an upper bound of their mass, so
+        the numbers can only come out low (up to float rounding): an answer that full
+        scoring would call uncertain never looks sure. With every candidate scored they
+        are the softmax itself.
         """
         top = torch.tensor(self.top, dtype=torch.long)
-        return torch.exp(self.scores[top] - torch.logsumexp(self.scores, dim=0))
+        return torch.exp(self.scores[top].double() - self.log_total).float()
 
 
 def rank_candidates(
@@ -75,9 +79,10 @@ def rank_candidates(
 
     Every token's log-probability is <= 0, so a candidate's score can never exceed the
     log-probability of its first token, which the prefill's last logits give for all
-    candidates at once. With `prune`, candidates go through the tree pass best bound
-    first, in chunks that double from a small first one, and scoring stops once the k-th
-    best score beats every bound still waiting: those candidates cannot enter the top k.
+    candidates at once. With `prune`, a few of the best-bound candidates go through the
+    tree pass first; then, in passes that at most double, only those whose bound still
+    beats the k-th best score so far, and scoring stops once none does: the candidates
+    left cannot enter the top k.
     Even one-token glosses need the pass (their end-of-turn token is scored too), so the
     bound alone never settles a score. Without `prune` every candidate is scored, in
     chunks of `batch_size`. Identical token sequences are scored once and share a score.
@@ -105,24 +110,33 @@ def rank_candidates(
         bounds = first[torch.tensor([row[0] for row in rows])]
         row_scores = bounds.clone()
         row_scored = torch.zeros(len(rows), dtype=torch.bool)
-        order = sorted(range(len(rows)), key=lambda u: (-bounds[u].item(), first_use[u]))
-        chunk = min(batch_size, _first_chunk(top_k)) if prune else batch_size
+        bound_values = bounds.tolist()
+        order = sorted(range(len(rows)), key=lambda u: (-bound_values[u], first_use[u]))
+        take = min(batch_size, _first_chunk(top_k)) if prune else batch_size
         done = 0
         while done < len(order):
-            batch = order[done : done + chunk]
+            batch = order[done : done + take]
             done += len(batch)
             last = done == len(order)  # the last pass may extend the prefix cache itself
             row_scores[batch] += _continuations(model, cache if last else copy.deepcopy(cache), [rows[u] for u in batch],
                                                 prefix_len, device, cache_arg)
             row_scored[batch] = True
-            if prune and done < len(order) and _settled(row_scores, row_scored, owner, top_k, bounds[order[done]].item(), first_use[order[done]]):
-                break
-            chunk = min(batch_size, chunk * 2)
+            if prune:
+                # Only waiting candidates whose bound outranks the k-th best score so far
+                # can still enter the top k, and the k-th score only rises as more are scored.
+                kth = _kth_best(row_scores, row_scored, owner, top_k)
+                contenders = 0
+                while done + contenders < len(order) and _outranks(bound_values[order[done + contenders]], first_use[order[done + contenders]], kth):
+                    contenders += 1
+                if contenders == 0:
+                    break
+                take = min(batch_size, contenders, 2 * take)  # grow geometrically: the k-th score may rise soon
     index = torch.tensor(owner)
     scores, scored = row_scores[index], row_scored[index]
     values = scores.tolist()
     top = sorted(range(len(candidates)), key=lambda i: (-values[i], i))[:top_k]
-    return Ranking(tuple(top), scores, scored)
+    counts = torch.bincount(index, minlength=len(rows)).tolist()
+    return Ranking(tuple(top), scores, scored, _log_mass_bound(rows, counts, row_scores, row_scored))
 
 
 def score_candidates(
@@ -141,23 +155,58 @@ def score_candidates(
 
 
 def _first_chunk(top_k: int) -> int:
-    """Candidates in the first pruned chunk: a few times top_k, so that the k-th best score
+    """Candidates in the first pruned pass: a few times top_k, so that the k-th best score
     usually clears the remaining bounds at once, yet far fewer than a whole vocabulary. A
     forward has a fixed cost (reading every weight), hence not smaller than 32."""
     return max(32, 4 * top_k)
 
 
-def _settled(scores: torch.Tensor, scored: torch.Tensor, owner: list[int], top_k: int, bound: float, bound_index: int) -> bool:
-    """True when the k-th best scored candidate outranks the best waiting one at its bound.
+def _kth_best(scores: torch.Tensor, scored: torch.Tensor, owner: list[int], top_k: int) -> tuple[float, int] | None:
+    """(score, index) of the k-th best scored candidate, or None while fewer are scored.
 
-    Ranks compare (score, -index), the tie rule of the final order, so a waiting candidate
-    that could only tie the k-th one still counts when its index is lower.
+    Ranks compare (score, -index), the tie rule of the final order.
     """
-    keys = sorted((-scores[u].item(), i) for i, u in enumerate(owner) if scored[u])
+    values, flags = scores.tolist(), scored.tolist()
+    keys = sorted((-values[u], i) for i, u in enumerate(owner) if flags[u])
     if len(keys) < top_k:
-        return False
-    kth_score, kth_index = -keys[top_k - 1][0], keys[top_k - 1][1]
-    return kth_score > bound or (kth_score == bound and kth_index < bound_index)
+        return None
+    return -keys[top_k - 1][0], keys[top_k - 1][1]
+
+
+def _outranks(bound: float, index: int, kth: tuple[float, int] | None) -> bool:
+    """Whether a waiting candidate at its bound could still rank above the k-th best one:
+    an equal bound counts when its index is lower, since ties go to the lower index."""
+    return kth is None or bound > kth[0] or (bound == kth[0] and index < kth[1])
+
+
+def _log_mass_bound(rows: list[list[int]], counts: list[int], scores: torch.Tensor, scored: torch.Tensor) -> float:
+    """log of an upper bound on sum(exp(score)) over all candidates (`counts[u]` of row u).
+
+    Scored rows count exactly; unscored rows are grouped by first token t, each row
+    at most p(t) = exp(its bound). When no row is a prefix of another (each ends with
+    its end-of-turn token), distinct rows starting with t are disjoint answers, so
+    together they hold at most p(t): the group then counts at most p(t) minus what its
+    scored rows already hold (times its largest duplicate count). In float64, so the
+    subtraction loses nothing that matters.
+    """
+    values, flags = scores.double().exp().tolist(), scored.tolist()
+    prefixes = {tuple(row[:n]) for row in rows for n in range(1, len(row))}
+    prefix_free = not any(tuple(row) in prefixes for row in rows)
+    total = sum(counts[u] * values[u] for u in range(len(rows)) if flags[u])
+    groups: dict[int, list[int]] = {}
+    for u, row in enumerate(rows):
+        groups.setdefault(row[0], []).append(u)
+    for members in groups.values():
+        waiting = [u for u in members if not flags[u]]
+        if not waiting:
+            continue
+        first_token = values[waiting[0]]  # an unscored row's score is its bound, p(t)
+        mass = sum(counts[u] for u in waiting) * first_token
+        if prefix_free:
+            left = max(0.0, first_token - sum(values[u] for u in members if flags[u]))
+            mass = min(mass, max(counts[u] for u in waiting) * left)
+        total += mass
+    return math.log(total)
 
 
 def _continuations(model: Any, cache: Any, rows: list[list[int]], prefix_len: int, device: Any, cache_arg: str) -> torch.Tensor:

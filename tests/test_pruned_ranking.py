@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -98,9 +100,11 @@ def test_pruned_probabilities_are_lower_bounds_that_never_look_surer(ending_engi
     model = ending_engine._require_model().model
     rng = np.random.default_rng(5)
     pruned_somewhere = False
-    for _ in range(10):
+    for trial in range(10):
         inputs = random_inputs(ending_engine, rng)
         candidates = random_vocabulary(ending_engine, rng, 100)
+        if trial % 2:  # one answer a prefix of another: the per-first-token bound must not be used
+            candidates += [c[:-1] for c in candidates[:5] if len(c) > 2]
         full = rank_candidates(model, inputs, candidates, top_k=3, prune=False)
         pruned = rank_candidates(model, inputs, candidates, top_k=3)
         exact, low = full.probabilities(), pruned.probabilities()
@@ -145,3 +149,18 @@ def test_score_candidates_still_scores_everything(tiny_engine):
     full = rank_candidates(tiny_engine._require_model().model, inputs, candidates, top_k=30, prune=False)
     assert scores.shape == (len(candidates),) and torch.allclose(scores, full.scores, atol=1e-5)
     assert scores.max() < 0
+
+
+def test_unscored_mass_bound_shrinks_by_first_token_only_for_disjoint_answers():
+    from engine.scoring import _log_mass_bound
+
+    bound = math.log(0.5)  # p(first token) = 0.5
+    # Two distinct answers after the same first token: together at most 0.5, and the scored one holds 0.3.
+    disjoint = _log_mass_bound([[1, 2, 9], [1, 3, 9]], [1, 1], torch.tensor([math.log(0.3), bound]), torch.tensor([True, False]))
+    assert math.exp(disjoint) == pytest.approx(0.5)
+    # [1] is a prefix of [1, 2]: both can hold up to 0.5, the shortcut would be wrong.
+    nested = _log_mass_bound([[1], [1, 2]], [1, 1], torch.tensor([bound, bound]), torch.tensor([True, False]))
+    assert math.exp(nested) == pytest.approx(1.0)
+    # A duplicated waiting answer counts twice.
+    doubled = _log_mass_bound([[1, 2, 9], [1, 3, 9]], [1, 2], torch.tensor([math.log(0.3), bound]), torch.tensor([True, False]))
+    assert math.exp(doubled) == pytest.approx(0.3 + 2 * 0.2)
