@@ -296,8 +296,10 @@ class Engine:
             self._peft.unload()  # removes the LoRA layers from the base model in place
         if self._vocabulary is not self._base_vocabulary:
             self._vocabulary, self._candidates = self._base_vocabulary, None
+        merged = self._merged is not None
         self._peft, self._merged, self._adapter = None, None, ""
-        gc.collect()  # an int8 merged model holds a whole language model
+        if merged:
+            gc.collect()  # a merged int8 model holds a whole language model: free it now
 
     def _merged_int8(self, loaded: LoadedModel, path: Path) -> Any:
         """The base model with the adapter merged into its language model, quantized again.
