@@ -47,11 +47,17 @@ class ModelConfig:
     quantization: str = "auto"
     # LoRA adapter folder applied after loading; empty for the base model.
     adapter: str = ""
+    # With `quantization: 8bit` on CPU, int8 the vision tower's linear layers too: the
+    # vision tower is half of a clip's work on CPU, but int8 blurs the fine visual detail
+    # handshapes need, so it is off unless asked for (numbers in README, Benchmarks).
+    quantize_vision: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("model.device", self.device, DEVICES)
         _check_choice("model.dtype", self.dtype, DTYPES)
         _check_choice("model.quantization", self.quantization, QUANTIZATIONS)
+        if self.quantize_vision and self.quantization != "8bit":
+            raise ConfigError(f"model.quantize_vision needs model.quantization 8bit, got {self.quantization!r}.")
         if not self.id.strip():
             raise ConfigError("model.id is empty: give a hub id such as OpenGVLab/InternVL3-2B-hf or a local folder.")
 
@@ -83,6 +89,11 @@ class RecognitionConfig:
     top_k: int = 5
     # Candidates scored per forward pass; bounds memory on long vocabularies.
     score_batch: int = 512
+    # Score glosses best first-token bound first and stop once no other gloss can reach
+    # the top k (engine/scoring.py): the same top k for a fraction of the candidate pass.
+    # Probabilities are then lower bounds (never overconfident); false scores every gloss,
+    # for exact probabilities over the whole vocabulary.
+    pruned_ranking: bool = True
     # Generation length for "generate" mode answers (one word plus end token).
     max_new_tokens: int = 8
     # Instruction for turning a gloss sequence into English.

@@ -41,8 +41,10 @@ ADAPTER_NAME = "signlens"
 @dataclass(frozen=True)
 class Prediction:
     gloss: str
-    # Softmax over the active vocabulary's scores (score mode) or the generated answer's
-    # own probability (generate mode).
+    # Score mode: softmax over the active vocabulary's scores, where glosses that pruned
+    # ranking left unscored count at their upper bound, so it is a lower bound on the
+    # full softmax (exact when every gloss was scored). Generate mode: the generated
+    # answer's own probability.
     probability: float
 
 
@@ -68,6 +70,9 @@ class RecognitionResult:
     timings: Timings
     # The frames the model saw and where they came from.
     clip: Clip
+    # Glosses scored in full (score mode): fewer than the vocabulary when pruned ranking
+    # stopped early, which is what made it fast; 0 in generate mode.
+    glosses_scored: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,9 @@ class Engine:
         self._error = ""
         self._adapter = ""
         self._peft: Any = None
+        # On an int8 model: a second model with the adapter merged in, sharing the base's
+        # unquantized weights; the base itself is never touched, so unloading is exact.
+        self._merged: Any = None
         self._thread: threading.Thread | None = None
         # The vocabulary without an adapter, restored when one is unloaded.
         self._base_vocabulary = load_vocabulary(config.vocabulary_path())
@@ -145,7 +153,7 @@ class Engine:
         """Drop the model and give its memory back (GPU cache included)."""
         with self._lock:
             self._loaded = None
-            self._peft, self._adapter = None, ""
+            self._peft, self._merged, self._adapter = None, None, ""
             self._candidates = None
             self._state = "closed"
         gc.collect()
@@ -226,15 +234,16 @@ class Engine:
         preprocess_ms = (time.perf_counter() - started) * 1000
 
         started = time.perf_counter()
+        scored = 0
         with self._lock:
             if mode == "score":
-                top = self._score(loaded, inputs, top_k)
+                top, scored = self._score(loaded, inputs, top_k)
                 text = top[0].gloss
             else:
                 text, probability = self._generate(loaded, inputs, cfg.recognition.max_new_tokens)
                 top = (Prediction(text, probability),)
         model_ms = (time.perf_counter() - started) * 1000
-        return RecognitionResult(top, text, mode, Timings(clip.decode_ms, preprocess_ms, model_ms), clip)
+        return RecognitionResult(top, text, mode, Timings(clip.decode_ms, preprocess_ms, model_ms), clip, scored)
 
     def sentence(self, glosses: Sequence[str]) -> str:
         """Turn a gloss sequence into one English sentence with the language model alone."""
@@ -258,6 +267,8 @@ class Engine:
         adapter never saw would only dilute its answers. Unloading restores the one before.
         PEFT is called directly rather than through transformers' `load_adapter`, which
         in transformers 5.24 demands a PEFT release that does not exist yet (0.22).
+        On an int8 model (CPU `quantization: 8bit`) the adapter is merged instead, see
+        `_merged_int8`: slower to swap, as fast as the base to run.
         """
         from peft import PeftModel
 
@@ -268,10 +279,13 @@ class Engine:
         vocabulary = load_vocabulary(path / "vocabulary.txt") if (path / "vocabulary.txt").is_file() else None
         with self._lock:
             self._drop_adapter()
-            try:
-                self._peft = PeftModel.from_pretrained(loaded.model, str(path), is_trainable=False).eval()
-            except Exception as exc:
-                raise AdapterError(f"The adapter {path.name} does not fit this model ({type(exc).__name__}).") from None
+            if _is_dynamic_int8(loaded):
+                self._merged = self._merged_int8(loaded, path)
+            else:
+                try:
+                    self._peft = PeftModel.from_pretrained(loaded.model, str(path), is_trainable=False).eval()
+                except Exception as exc:
+                    raise _misfit(path, exc) from None
             self._adapter = str(path)
             if vocabulary is not None:
                 self._vocabulary, self._candidates = vocabulary, None
@@ -290,10 +304,63 @@ class Engine:
             self._peft.unload()  # removes the LoRA layers from the base model in place
         if self._vocabulary is not self._base_vocabulary:
             self._vocabulary, self._candidates = self._base_vocabulary, None
-        self._peft, self._adapter = None, ""
+        merged = self._merged is not None
+        self._peft, self._merged, self._adapter = None, None, ""
+        if merged:
+            gc.collect()  # a merged int8 model holds a whole language model: free it now
+
+    def _merged_int8(self, loaded: LoadedModel, path: Path) -> Any:
+        """The base model with the adapter merged into its language model, quantized again.
+
+        PEFT cannot wrap torch's int8 layers, so the language model's fp32 weights are read
+        again from the model files, the LoRA is merged into them and the result quantized
+        like the base. The copy shares every other tensor with the base (vision tower,
+        projector, output layer): only modules the adapter replaces are new. An adapter
+        with LoRA outside the language model is refused before anything is built: merging
+        it would write into the base's shared tensors.
+        """
+        import copy
+        import itertools
+
+        import torch
+        from peft import PeftModel
+        from peft.utils import load_peft_weights
+
+        from engine.model import quantize_language_model, reload_language_model
+
+        try:
+            names = list(load_peft_weights(str(path)))
+        except Exception as exc:
+            raise _misfit(path, exc) from None
+        if any(("lora_" in n and ".language_model." not in n) or "vision_tower" in n for n in names):
+            raise AdapterError(
+                f"The adapter {path.name} changes more than the language model, which an 8bit model cannot take: "
+                "load the model with quantization none to use it."
+            )
+        base = loaded.model
+        memo: dict[int, Any] = {id(t): t for t in itertools.chain(base.parameters(), base.buffers())}
+        memo[id(base.model.language_model)] = reload_language_model(self.config.model)
+        # An int8 vision tower (`quantize_vision`) cannot take part in PEFT's state-dict
+        # load (torch's int8 layers demand their own keys): a stand-in takes its place
+        # until the merge is done, and the base's is shared afterwards.
+        vision = base.model.vision_tower
+        int8_vision = any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in vision.modules())
+        if int8_vision:
+            memo[id(vision)] = torch.nn.Module()
+        try:
+            peft = PeftModel.from_pretrained(copy.deepcopy(base, memo), str(path), is_trainable=False)
+        except Exception as exc:
+            raise _misfit(path, exc) from None
+        merged = quantize_language_model(peft.merge_and_unload())
+        if int8_vision:
+            merged.model.vision_tower = vision
+        _share_equal_tensors(merged.model.language_model, base.model.language_model)
+        return merged.eval()
 
     def _model(self, loaded: LoadedModel) -> Any:
-        """The model to run: the base model, or the base wrapped with the active adapter."""
+        """The model to run: the base model, or the base with the active adapter."""
+        if self._merged is not None:
+            return self._merged
         return self._peft if self._peft is not None else loaded.model
 
     # -------------------------------------------------------------------- helpers
@@ -320,18 +387,22 @@ class Engine:
             self._candidates = [answer_ids(tokenizer, g) for g in self._vocabulary.glosses]
         return self._candidates
 
-    def _score(self, loaded: LoadedModel, inputs: dict[str, torch.Tensor], top_k: int) -> tuple[Prediction, ...]:
-        import torch
+    def _score(self, loaded: LoadedModel, inputs: dict[str, torch.Tensor], top_k: int) -> tuple[tuple[Prediction, ...], int]:
+        """The top-k predictions and how many glosses were scored to find them."""
+        from engine.scoring import rank_candidates
 
-        from engine.scoring import score_candidates
-
-        scores = score_candidates(
-            self._model(loaded), inputs, self._candidate_ids(loaded), batch_size=self.config.recognition.score_batch
+        recognition = self.config.recognition
+        ranking = rank_candidates(
+            self._model(loaded),
+            inputs,
+            self._candidate_ids(loaded),
+            top_k=top_k,
+            batch_size=recognition.score_batch,
+            prune=recognition.pruned_ranking,
         )
-        probabilities = torch.softmax(scores, dim=0)
-        values, order = probabilities.topk(min(top_k, len(scores)))
         glosses = self._vocabulary.glosses
-        return tuple(Prediction(glosses[i], float(p)) for p, i in zip(values.tolist(), order.tolist()))
+        top = tuple(Prediction(glosses[i], float(p)) for i, p in zip(ranking.top, ranking.probabilities().tolist()))
+        return top, ranking.scored_count
 
     def _generate(self, loaded: LoadedModel, inputs: dict[str, Any], max_new_tokens: int) -> tuple[str, float]:
         import torch
@@ -352,3 +423,34 @@ class Engine:
             logprob += torch.log_softmax(out.scores[step][0].float(), dim=-1)[token].item()
         text = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
         return text, float(np.exp(logprob))
+
+
+def _is_dynamic_int8(loaded: LoadedModel) -> bool:
+    return loaded.quantization == "8bit" and loaded.device.kind == "cpu"
+
+
+def _share_equal_tensors(duplicate: Any, original: Any) -> None:
+    """Point `duplicate`'s parameters and buffers at `original`'s wherever they are equal.
+
+    The reloaded language model brings its own embeddings and norms (0.9 GB of fp32
+    embeddings on InternVL3-2B); an adapter rarely changes them, and an equal tensor
+    need not be held twice. Comparing after the merge is what makes sharing safe: no
+    merge can write into a tensor the base uses.
+    """
+    import torch
+
+    theirs = dict(original.named_modules())
+    for name, module in duplicate.named_modules():
+        twin = theirs.get(name)
+        if twin is None:
+            continue
+        for store, twin_store in ((module._parameters, twin._parameters), (module._buffers, twin._buffers)):
+            for key, tensor in store.items():
+                other = twin_store.get(key)
+                if (tensor is not None and other is not None and tensor.shape == other.shape
+                        and tensor.dtype == other.dtype and torch.equal(tensor, other)):
+                    store[key] = other
+
+
+def _misfit(path: Path, exc: Exception) -> AdapterError:
+    return AdapterError(f"The adapter {path.name} does not fit this model ({type(exc).__name__}).")

@@ -5,12 +5,14 @@ Quantization by device (see README "Benchmarks" for the measurements behind it):
   in ~2 GB of VRAM and QLoRA fine-tuning uses the same load.
 - CPU: unquantized by default. bitsandbytes' 4-bit kernels are slower than plain
   weights on CPU; torch's dynamic int8 ("8bit" here) was the fastest and smallest
-  option measured on the full-size model (README, Benchmarks), but PEFT cannot put LoRA
-  adapters on its layers, and hot-swapping adapters is a product feature. Choose
-  `quantization: 8bit` for inference-only deployments.
+  option measured on the full-size model (README, Benchmarks). PEFT cannot put LoRA
+  layers on int8 modules, so on "8bit" an adapter is merged into fp32 language-model
+  weights read again from the model files and the result quantized
+  (`reload_language_model`): swapping costs a reload, unquantized swaps are instant.
 - MPS / DirectML: bitsandbytes has no kernels there; the model runs in fp16.
-The vision tower and projector always stay unquantized: they are ~15 % of the weights,
-and quantizing them costs accuracy on fine visual detail (handshapes) for little memory.
+The vision tower and projector stay unquantized: they are ~15 % of the weights, and
+quantizing them costs accuracy on fine visual detail (handshapes) for little memory. On
+CPU int8, `quantize_vision` trades that detail for speed where asked.
 """
 
 from __future__ import annotations
@@ -87,7 +89,12 @@ def load_model(config: ModelConfig, *, accelerators: Accelerators | None = None)
     if quantization_config is None:
         model = model.to(device.torch_device)
     if quantization == "8bit" and device.kind == "cpu":
-        model = _dynamic_int8(model)
+        model = quantize_language_model(model)
+        if config.quantize_vision:
+            torch.ao.quantization.quantize_dynamic(model.model.vision_tower, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+            why += "; vision tower int8 too"
+    elif config.quantize_vision:
+        raise ConfigError(f"model.quantize_vision needs int8 on CPU; this machine runs {quantization} on {device.kind}.")
     model.eval()
     memory = model.get_memory_footprint() if hasattr(model, "get_memory_footprint") else 0
     seconds = time.perf_counter() - started
@@ -112,12 +119,30 @@ def _bitsandbytes_config(quantization: str, device: DeviceChoice, dtype: torch.d
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=UNQUANTIZED_MODULES)
 
 
-def _dynamic_int8(model: Any) -> Any:
-    """Quantize the language model's linear layers to int8 (weights), fp32 activations."""
-    language_model = model.model.language_model
-    quantized = torch.ao.quantization.quantize_dynamic(language_model, {torch.nn.Linear}, dtype=torch.qint8)
-    model.model.language_model = quantized
+def quantize_language_model(model: Any) -> Any:
+    """Quantize the language model's linear layers to int8 (weights), fp32 activations.
+
+    In place, so that each fp32 layer is freed as its int8 one replaces it: the peak stays
+    near the fp32 model's size. Quantizing the same fp32 weights gives the same int8 ones.
+    """
+    torch.ao.quantization.quantize_dynamic(model.model.language_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
     return model
+
+
+def reload_language_model(config: ModelConfig) -> Any:
+    """A fresh fp32 copy of the language model, read again from the model's files.
+
+    For merging a LoRA adapter on an int8 model: the fp32 weights are gone after
+    quantization, and keeping a copy would cost 4 bytes per parameter for as long as the
+    engine runs (6 GB on InternVL3-2B) to save a reload at each adapter swap.
+    """
+    from transformers import AutoModelForImageTextToText
+
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(config.id, revision=config.revision, dtype=torch.float32)
+    except Exception as exc:
+        raise ModelLoadError(_load_failure_message(config.id, exc)) from None
+    return model.model.language_model
 
 
 def _load_failure_message(model_id: str, exc: Exception) -> str:

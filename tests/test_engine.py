@@ -56,11 +56,14 @@ def test_recognize_returns_sorted_topk_probabilities(tiny_engine, tmp_path):
     assert all(p.gloss in tiny_engine.vocabulary for p in result.top)
     assert len(result.clip.frames) == tiny_engine.config.video.frames_per_clip
     assert result.timings.model_ms > 0 and result.timings.total_ms >= result.timings.model_ms
-    # The whole distribution is a softmax over the vocabulary: the best gloss scored by
-    # hand through the same model gets the same probability.
+    # Ranking the whole vocabulary scores every gloss: a softmax over the vocabulary, with
+    # the same best gloss. The top-5 run may have left glosses unscored (pruned ranking),
+    # which makes its probabilities lower bounds of these.
     again = tiny_engine.recognize(path, top_k=len(tiny_engine.vocabulary))
+    assert again.glosses_scored == len(tiny_engine.vocabulary)
     assert sum(p.probability for p in again.top) == pytest.approx(1.0, abs=1e-4)
-    assert again.top[0] == result.top[0]
+    assert again.top[0].gloss == result.top[0].gloss
+    assert result.top[0].probability <= again.top[0].probability * (1 + 1e-5)
 
 
 def test_different_clips_get_different_rankings(tiny_engine):
