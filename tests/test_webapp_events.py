@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -132,15 +133,14 @@ def test_live_unmirrors_frames_and_never_waits_for_the_model(tiny_engine, tmp_pa
     assert isinstance(first, LiveSession)
     first.close()
     clock = iter(np.arange(0, 100, 1 / FPS))  # frames arriving at 10 fps, however fast the test runs
-    session, costs, drawn = LiveSession(engine, LiveConfig(), clock=lambda: float(next(clock))), [], []
+    session, drawn = LiveSession(engine, LiveConfig(), clock=lambda: float(next(clock))), []
     for frame in camera:
         browser_frame = np.ascontiguousarray(frame[:, ::-1])  # Gradio mirrors what it sends
-        started = time.perf_counter()
         drawn.append(on_frame(session, browser_frame))
-        costs.append(time.perf_counter() - started)
     assert isinstance(session, LiveSession)
-    assert len(engine.seen) == 1 and session.recognizer.pending == 1  # held at the gate
-    assert max(costs) < 0.05, f"a frame took {max(costs) * 1000:.0f} ms"
+    # Every frame was handled while the model was held at the gate: the handler never waits
+    # for it (how fast a frame is handled is benchmarks/bench_live.py's to measure).
+    assert len(engine.seen) == 1 and session.recognizer.pending == 1
     # The model got the camera's view (the moving hand on the image's left), not the mirror's.
     seen = engine.seen[0]
     assert any(any(np.array_equal(s, c) for c in camera) for s in seen)
@@ -254,3 +254,14 @@ def test_every_error_reaches_the_user_as_one_sentence(caplog):
     assert caught.value.message == UNEXPECTED and "internal detail" not in caught.value.message
     [record] = caplog.records
     assert record.exc_info and record.exc_info[0] is KeyError  # the traceback goes to the log
+
+
+def test_zero_gpu_decorator_is_a_no_op_off_spaces():
+    import spaces
+
+    from webapp import common
+
+    assert not os.environ.get("SPACES_ZERO_GPU")  # not on a ZeroGPU Space here
+    # Off Spaces, spaces.GPU hands back the very function: no wrapper, no process, no queue.
+    assert spaces.GPU(duration=60)(common.label_value) is common.label_value
+    assert common.recognize_file.__module__ == "webapp.common" and not hasattr(common.recognize_file, "__wrapped__")

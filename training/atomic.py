@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,7 +24,8 @@ def atomic_path(target: Path, *, mode: int = 0o644) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    # The pid in the name tells, after a crash, a dead writer's leftover from a live write.
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".part")
     os.close(fd)
     try:
         yield Path(temp)
@@ -48,23 +48,34 @@ def write_json(target: Path, data: Any) -> None:
     write_text(target, json.dumps(data, indent=2, default=str))
 
 
-def remove_stale_parts(root: Path, *, older_than_s: float = 3600) -> list[Path]:
+def remove_stale_parts(root: Path) -> list[Path]:
     """Delete the temp files of writes that a killed process never finished.
 
-    They are named `.<target>.<random>.part` (see `atomic_path`); one older than
-    `older_than_s` cannot belong to a write still in progress. The downloader's resumable
+    They are named `.<target>.<pid>.<random>.part` (see `atomic_path`); one whose process
+    is gone cannot be part of a write in progress. The downloader's resumable
     `<video>.mp4.part` files are not hidden and are kept.
     """
     root = Path(root)
     if not root.is_dir():
         return []
-    cutoff = time.time() - older_than_s
     removed = []
     for path in root.rglob(".*.part"):
+        pid = path.name.rsplit(".", 3)[-3] if path.name.count(".") >= 4 else ""
+        if not pid.isdigit() or _alive(int(pid)) or not path.is_file() or path.is_symlink():
+            continue
         try:
-            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
-                path.unlink()
-                removed.append(path)
+            path.unlink()
+            removed.append(path)
         except OSError:
             continue
     return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's, alive
+    return True

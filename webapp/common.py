@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 import gradio as gr
 import numpy as np
+import spaces
 
 from engine import Engine, Prediction, RecognitionResult, SignLensError
 
@@ -74,8 +75,13 @@ class ClipFile(gr.File):
         return NamedString(f.path)
 
 
+@spaces.GPU(duration=60)
 def recognize_file(engine: Engine, path: str | Path, start_s: float | None = None, end_s: float | None = None) -> tuple[RecognitionResult, float]:
-    """Recognize one uploaded file, trimmed in seconds; returns the result and wall time in ms."""
+    """Recognize one uploaded file, trimmed in seconds; returns the result and wall time in ms.
+
+    On a ZeroGPU Space, `spaces.GPU` lends this call a GPU for up to 60 s (a call is one
+    clip's decode and forward); anywhere else it returns the function unchanged.
+    """
     started = time.perf_counter()
     result = engine.recognize(path, start_s=start_s, end_s=end_s)
     return result, (time.perf_counter() - started) * 1000

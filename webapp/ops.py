@@ -155,6 +155,14 @@ def client_key(request: gr.Request | None) -> str:
     return f"ip:{getattr(client, 'host', '-')}"
 
 
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the id of the request being handled when it was logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id and the record's fields."""
 
@@ -162,7 +170,8 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
-                 "logger": record.name, "message": record.getMessage(), "request_id": request_id.get()}
+                 "logger": record.name, "message": record.getMessage(),
+                 "request_id": getattr(record, "request_id", "-")}
         entry.update({k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -173,15 +182,22 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         fields = " ".join(f"{k}={getattr(record, k)}" for k in JsonFormatter.FIELDS if hasattr(record, k))
-        rid = request_id.get()
+        rid = getattr(record, "request_id", "-")
         return " ".join(part for part in (line, fields, f"request_id={rid}" if rid != "-" else "") if part)
+
+
+def log_handler(log_format: str, stream=None) -> logging.Handler:
+    """A handler writing text or JSON lines, each with the request id it was logged under."""
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if log_format == "json"
+                         else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
 
 
 def configure_logging(log_format: str) -> None:
     """Where `python app.py` starts: one handler on the root logger, text or JSON."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if log_format == "json"
-                         else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler = log_handler(log_format)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

@@ -35,8 +35,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format must be {' or '.join(LOG_FORMATS)}, not {self.log_format!r}.")
-        if self.cache_max_age_s < 60 or self.cache_sweep_every_s < 10:
-            raise ConfigError("cache_max_age_s must be at least 60 and cache_sweep_every_s at least 10 seconds.")
+        if self.cache_max_age_s < 1 or self.cache_sweep_every_s < 1:
+            raise ConfigError("cache_max_age_s and cache_sweep_every_s must be at least 1 second.")
         if self.rate_limit:
             from limits import parse_many
 
