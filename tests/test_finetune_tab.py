@@ -230,11 +230,9 @@ def test_cancel_terminates_a_run_that_does_not_stop(manager, monkeypatch, tmp_pa
     deaf = RunManager(manager.layout, engine_config=manager.engine_config, python=str(stub))
     name = deaf.launch("gestures", run_name="deaf", overrides=FAST)
     wait_until(lambda: status(deaf, name).get("state") == "running", 30, "the stub to start")
-    started = time.monotonic()
     assert deaf.cancel(timeout_s=0.5) == name
     state = deaf.wait(30)
     assert state.state == "cancelled" and state.returncode == -9  # SIGTERM ignored, SIGKILL after the grace
-    assert 0.9 <= time.monotonic() - started < 10
     assert (manager.runs_root / name / "CANCEL").exists()
     assert status(deaf, name)["state"] == "cancelled" and "training..." in deaf.log_tail(name)
 

@@ -18,7 +18,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from conftest import ROOT, free_port, tiny_config
+from conftest import ROOT, free_port
 from media import write_video
 
 
