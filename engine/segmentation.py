@@ -8,18 +8,33 @@ changed pixels, rather than averaging the difference, ignores camera noise and J
 artefacts (a few gray levels everywhere) and a camera's slow exposure drift, while a
 moving hand changes a patch of pixels by a lot.
 
+Decisions use the median energy of the last three frames, not one frame's: a camera
+or browser that repeats a frame (a low-light webcam, a 25 fps source sent at 10 fps)
+shows no change for one frame in the middle of a sign, and one glitch frame shows a lot
+of change in the middle of a rest; neither decides alone.
+
 Hysteresis keeps one sign one segment: motion must pass `start_threshold` on
 `start_frames` frames in a row to start, and must stay under the lower `stop_threshold`
-for `stop_seconds` to end, so the slow middle of a sign does not cut it in two. Dropping
-the hands is motion followed by stillness, so it ends a sign the same way. A few frames
-from before the motion (`preroll_frames`) are kept: the hand shape a sign starts from
-is often held just before it moves.
+for `stop_seconds` to end, so the slow middle of a sign, or the short pause between
+the two movements of a repeated sign (BOOK, BED, MOTHER pause 0.3-0.6 s on real WLASL
+clips), does not cut it in two. Dropping the hands is motion followed by stillness, so
+it ends a sign the same way. A few frames from before the motion (`preroll_frames`) are
+kept: the hand shape a sign starts from is often held just before it moves.
+
+A *jump* ends a sign at once: one frame that changes far more than the frames on both
+sides of it (`jump_threshold`, `jump_ratio`) is the picture changing, not a hand (a cut
+in a video, a camera switch, an exposure step); frames on either side of it cannot be
+compared, so a sign never spans one. Hands cannot cross the frame in a tenth of a
+second and stop again.
 
 Thresholds live in `SegmenterConfig` (defaults here, overrides in
 `assets/config/live.yml`). Measured on the synthetic signer of `webapp/samples.py` at
 640x480, 10 fps: a still scene with +-12 gray levels of per-pixel noise gives energy
-0.000; one hand and forearm moving give 0.014-0.048 (a real signer moves more of the
-frame). Tune `start_threshold` up for a busy background, down for a distant signer.
+0.000; one hand and forearm moving give 0.014-0.048. Real WLASL signers (480x320 down
+to 288x192) give 0.005-0.2 while signing and 0.000-0.002 at rest; small signs (finger
+movements near the face) stay under 0.01. Tune `start_threshold` up for a busy
+background, down for a distant signer; `benchmarks/bench_segmentation.py` measures the
+settings on real signing.
 
 No gradio here: the web app feeds frames and gets segments back.
 """
@@ -44,21 +59,25 @@ DEFAULT_LIVE_CONFIG = ROOT / "assets" / "config" / "live.yml"
 @dataclass(frozen=True)
 class SegmenterConfig:
     # Frames are subsampled to about this many pixels wide before differencing: enough
-    # to see a hand (~8 px at arm's length), and the cost no longer depends on the camera.
-    analysis_width: int = 80
+    # to see fingers move (a hand is ~15 px at arm's length), and the cost no longer
+    # depends on the camera. At 80 px the finger movements of small signs vanish into
+    # the blocks on real clips.
+    analysis_width: int = 160
     # A small pixel counts as changed when its gray level moved by more than this (0-255);
     # webcam noise and JPEG artefacts stay under ~10.
     pixel_delta: int = 20
-    # Fraction of changed pixels that counts as the signer moving (starts a sign).
-    start_threshold: float = 0.012
+    # Fraction of changed pixels that counts as the signer moving (starts a sign); camera
+    # noise stays at 0, small real signs reach 0.006-0.01.
+    start_threshold: float = 0.006
     # Fraction under which a frame counts as still; lower than start_threshold
     # (hysteresis) so a slow part of a sign does not end it.
-    stop_threshold: float = 0.005
-    # Moving frames in a row needed to start a sign: one flicker (a light, autofocus)
-    # does not start one.
-    start_frames: int = 2
-    # Seconds of stillness that end a sign (a hold, or hands dropped to rest).
-    stop_seconds: float = 0.5
+    stop_threshold: float = 0.004
+    # Moving frames in a row needed to start a sign. The three-frame median already
+    # needs two moving frames of three, so one flicker (a light, autofocus) starts nothing.
+    start_frames: int = 1
+    # Seconds of stillness that end a sign (a hold, or hands dropped to rest). Longer
+    # than the pause inside a repeated sign (up to ~0.6 s on real clips), so BOOK stays one sign.
+    stop_seconds: float = 0.8
     # Signs shorter than this (seconds of motion) are dropped as twitches.
     min_seconds: float = 0.3
     # A sign is cut here even if motion goes on (signing without pauses); most single
@@ -68,6 +87,13 @@ class SegmenterConfig:
     preroll_frames: int = 2
     # Still frames kept after the motion stopped (the sign's final hold).
     postroll_frames: int = 1
+    # A frame changing at least this fraction of pixels, ...
+    jump_threshold: float = 0.04
+    # ... and this many times more than the frames before and after it, is a jump of
+    # the picture (a cut, a camera switch), not a hand: it ends the sign in progress.
+    # Real cuts change 0.07-0.18 of the pixels between two still frames; a hand moving
+    # changes similar amounts on neighbouring frames too.
+    jump_ratio: float = 3.0
 
     def __post_init__(self) -> None:
         if self.analysis_width < 8:
@@ -78,6 +104,11 @@ class SegmenterConfig:
             raise ConfigError(
                 "segmenter thresholds must satisfy 0 < stop_threshold <= start_threshold < 1, "
                 f"got stop {self.stop_threshold} and start {self.start_threshold}."
+            )
+        if not 0 < self.jump_threshold < 1 or self.jump_ratio < 1:
+            raise ConfigError(
+                "segmenter.jump_threshold must be between 0 and 1 and jump_ratio at least 1, "
+                f"got {self.jump_threshold} and {self.jump_ratio}."
             )
         if self.start_frames < 1 or self.preroll_frames < 0 or self.postroll_frames < 0:
             raise ConfigError("segmenter.start_frames must be at least 1 and the pre/postroll frames not negative.")
@@ -140,14 +171,17 @@ class Segmenter:
     def reset(self) -> None:
         cfg = self.config
         self._previous: np.ndarray | None = None
+        self._energies: deque[float] = deque(maxlen=3)  # the last frames' energies, for the median
         # Frames before a sign: the preroll, plus the first moving frames before the
-        # start is confirmed (they belong to the sign).
-        self._before: deque[np.ndarray] = deque(maxlen=cfg.preroll_frames + cfg.start_frames)
+        # start is confirmed (they belong to the sign; the median confirms motion one
+        # frame after it began, hence the + 1).
+        self._before: deque[np.ndarray] = deque(maxlen=cfg.preroll_frames + cfg.start_frames + 1)
         self._run = 0  # moving frames in a row while idle
         self._frames: list[np.ndarray] | None = None  # the sign being recorded
         self._started = 0.0
         self._last_motion = 0.0
         self._last_moving_index = 0  # index in _frames of the last moving frame
+        self._previous_t = 0.0  # time of the previous frame while recording
         self.energy = 0.0
 
     @property
@@ -160,7 +194,7 @@ class Segmenter:
         step = max(1, frame.shape[1] // self.config.analysis_width)
         half = step // 2
         # Four strided samples per small pixel (a 2x2 subset of its block), summed: the
-        # noise of a single camera pixel is halved for 4 reads of ~5,000 values, where
+        # noise of a single camera pixel is halved for 4 reads of ~19,000 values, where
         # averaging whole blocks would read all 300,000 pixels of a VGA frame.
         rows, cols = frame.shape[0] // step * step, frame.shape[1] // step * step
         total = np.zeros((rows // step, cols // step), dtype=np.uint32)
@@ -179,14 +213,27 @@ class Segmenter:
         """Add one frame taken at time `t` (seconds, default now); return a finished sign or None."""
         cfg = self.config
         t = time.monotonic() if t is None else t
-        self.energy = energy = self.motion_energy(frame)
+        self.energy = self.motion_energy(frame)
+        self._energies.append(self.energy)
+        energy = sorted(self._energies)[len(self._energies) // 2]
+        if self._jumped():
+            # The frame before this one shows another picture: what came before it is over.
+            segment = None
+            if self._frames is not None:
+                self._frames.pop()
+                self._last_moving_index = min(self._last_moving_index, len(self._frames) - 1)
+                segment = self._finish()
+            self._before.clear()
+            self._run = 0
+            self._before.append(frame)
+            return segment
         if self._frames is None:
             self._before.append(frame)
             self._run = self._run + 1 if energy >= cfg.start_threshold else 0
             if self._run >= cfg.start_frames:
-                keep = cfg.preroll_frames + self._run
+                keep = cfg.preroll_frames + self._run + 1
                 self._frames = list(self._before)[-keep:]
-                self._started = self._last_motion = t
+                self._started = self._last_motion = self._previous_t = t
                 self._last_moving_index = len(self._frames) - 1
                 self._before.clear()
                 self._run = 0
@@ -194,13 +241,25 @@ class Segmenter:
 
         self._frames.append(frame)
         if energy >= cfg.stop_threshold:
-            self._last_motion = t
-            self._last_moving_index = len(self._frames) - 1
+            # The median still reports the previous frame's motion one frame later.
+            lagging = self.energy < cfg.stop_threshold
+            self._last_motion = self._previous_t if lagging else t
+            self._last_moving_index = len(self._frames) - 1 - lagging
+        self._previous_t = t
         if t - self._started >= cfg.max_seconds:
             return self._finish()
-        if t - self._last_motion >= cfg.stop_seconds:
+        # A millisecond of slack: frame times are floats, and 2.9 - 2.1 is 0.7999...
+        if t - self._last_motion >= cfg.stop_seconds - 1e-3:
             return self._finish()
         return None
+
+    def _jumped(self) -> bool:
+        """True when the previous frame changed far more than the frames on both sides of it."""
+        if len(self._energies) < 3:
+            return False
+        before, middle, after = self._energies
+        cfg = self.config
+        return middle >= cfg.jump_threshold and middle >= cfg.jump_ratio * max(before, after, cfg.stop_threshold)
 
     def flush(self) -> list[np.ndarray] | None:
         """End the sign being recorded now (the camera stopped); None if there is none."""

@@ -31,14 +31,15 @@ def run(segmenter: Segmenter, frames: list[np.ndarray], fps: int = FPS, start: f
 @pytest.mark.parametrize("path", ["circle", "wave"])
 def test_still_move_still_gives_one_sign_with_preroll(path):
     frames = signer_frames(path=path, width=640, height=480, still_s=1.0, move_s=1.2, noise=12)
-    found = run(Segmenter(), frames)
+    config = SegmenterConfig()
+    found = run(Segmenter(config), frames)
     assert len(found) == 1
     closed_at, segment = found[0]
-    # Motion is frames 10..21: the sign holds them, 2 preroll frames and 1 final hold,
-    # and is closed 0.5 s (5 frames) after the motion stopped.
+    # Motion is frames 10..21: the sign holds them, the preroll frames before and the
+    # final hold after, and is closed stop_seconds after the motion stopped.
     ids = [next(i for i, f in enumerate(frames) if f is s) for s in segment]
-    assert ids[0] == 8 and ids[-1] == 22 and ids == list(range(8, 23))
-    assert closed_at == 26
+    assert ids == list(range(10 - config.preroll_frames, 22 + config.postroll_frames))
+    assert closed_at == 21 + round(config.stop_seconds * FPS)
 
 
 def test_noise_and_stillness_start_nothing():
