@@ -152,3 +152,41 @@ def test_live_recognizer_skips_signs_beyond_max_pending(tiny_engine):
     assert live.pending == 1 and "skipped" in live.notice
     gate.set()
     live.close()
+
+
+def test_a_camera_slower_than_the_stream_still_gives_one_sign():
+    # A webcam at 5 fps sent at 10 fps repeats every frame: half the frames show no
+    # change at all. The three-frame median must still see one sign, not none or many.
+    frames = signer_frames(width=320, height=240, fps=5, still_s=1.0, move_s=1.2, noise=0)
+    doubled = [frame for frame in frames for _ in range(2)]
+    found = run(Segmenter(), doubled)
+    assert len(found) == 1
+    assert len(found[0][1]) >= 1.2 * FPS
+
+
+def test_a_pause_shorter_than_stop_seconds_keeps_a_repeated_sign_whole():
+    # BOOK, BED, MOTHER: two movements with the hands held up between them.
+    config = SegmenterConfig()
+    one = signer_frames(width=320, height=240, still_s=1.0, move_s=1.0)
+    moving = one[10:20]
+    hold = [moving[-1]] * round((config.stop_seconds - 0.3) * FPS)
+    rest = one[:10]
+    assert len(run(Segmenter(config), rest + moving + hold + moving + rest)) == 1
+    long_hold = [moving[-1]] * round((config.stop_seconds + 0.3) * FPS)
+    assert len(run(Segmenter(config), rest + moving + long_hold + moving + rest)) == 2
+
+
+def test_a_jump_of_the_picture_ends_the_sign_and_starts_nothing():
+    frames = signer_frames(width=320, height=240, still_s=1.0, move_s=1.2, noise=4)
+    other = [np.roll(frame, 40, axis=1) for frame in frames[:10]]  # the camera moved: a cut
+    # While idle, a cut is one big change between two still pictures: no sign.
+    segmenter = Segmenter()
+    assert run(segmenter, frames[:10] + other) == [] and not segmenter.active
+    # In the middle of a sign, the cut ends it at once, without the new picture's frames.
+    cut_at = 16
+    stream = frames[:cut_at] + other
+    found = run(Segmenter(), stream)
+    assert len(found) == 1
+    closed_at, segment = found[0]
+    assert closed_at == cut_at + 1  # the frame after the jump shows it was one
+    assert all(any(f is s for f in frames[:cut_at]) for s in segment)
