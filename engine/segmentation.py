@@ -9,9 +9,9 @@ artefacts (a few gray levels everywhere) and a camera's slow exposure drift, whi
 moving hand changes a patch of pixels by a lot.
 
 Decisions use the median energy of the last three frames, not one frame's: a camera
-or browser that repeats a frame (a low-light webcam, a 25 fps source sent at 10 fps)
-shows no change for one frame in the middle of a sign, and one glitch frame shows a lot
-of change in the middle of a rest; neither decides alone.
+that repeats a frame (a low-light webcam, a video converted between frame rates) shows
+no change for one frame in the middle of a sign, and one glitch frame shows a lot of
+change in the middle of a rest; neither decides alone.
 
 Hysteresis keeps one sign one segment: motion must pass `start_threshold` on
 `start_frames` frames in a row to start, and must stay under the lower `stop_threshold`
