@@ -21,11 +21,16 @@ clips), does not cut it in two. Dropping the hands is motion followed by stillne
 it ends a sign the same way. A few frames from before the motion (`preroll_frames`) are
 kept: the hand shape a sign starts from is often held just before it moves.
 
-A *jump* ends a sign at once: one frame that changes far more than the frames on both
-sides of it (`jump_threshold`, `jump_ratio`) is the picture changing, not a hand (a cut
-in a video, a camera switch, an exposure step); frames on either side of it cannot be
-compared, so a sign never spans one. Hands cannot cross the frame in a tenth of a
-second and stop again.
+A *jump* ends a sign at once: one frame that changes far more than the two frames before
+it and the one after it (`jump_threshold`, `jump_ratio`) is the picture changing, not a
+hand (a cut in a video, a camera switch, an exposure step); frames on either side of it
+cannot be compared, so a sign never spans one. Hands cannot cross the frame in a tenth
+of a second and stop again. Two frames before, not one: a repeated frame just before a
+fast movement would otherwise make the movement look like a jump.
+
+Energy is counted per tenth of a second (the change between two frames, scaled by
+0.1 s over the time between them): a hand moves two thirds as far between frames at
+15 fps as at 10 fps, and the thresholds should mean the same motion at any rate.
 
 Thresholds live in `SegmenterConfig` (defaults here, overrides in
 `assets/config/live.yml`). Measured on the synthetic signer of `webapp/samples.py` at
@@ -89,11 +94,11 @@ class SegmenterConfig:
     postroll_frames: int = 1
     # A frame changing at least this fraction of pixels, ...
     jump_threshold: float = 0.04
-    # ... and this many times more than the frames before and after it, is a jump of
-    # the picture (a cut, a camera switch), not a hand: it ends the sign in progress.
+    # ... and this many times more than the two frames before and the one after it, is
+    # a jump of the picture (a cut, a camera switch), not a hand: it ends the sign.
     # Real cuts change 0.07-0.18 of the pixels between two still frames; a hand moving
     # changes similar amounts on neighbouring frames too.
-    jump_ratio: float = 3.0
+    jump_ratio: float = 4.0
 
     def __post_init__(self) -> None:
         if self.analysis_width < 8:
@@ -171,7 +176,9 @@ class Segmenter:
     def reset(self) -> None:
         cfg = self.config
         self._previous: np.ndarray | None = None
-        self._energies: deque[float] = deque(maxlen=3)  # the last frames' energies, for the median
+        # The last frames' energies: the median of three, and the jump test over four.
+        self._energies: deque[float] = deque(maxlen=4)
+        self._t_frame: float | None = None  # when the previous frame was taken
         # Frames before a sign: the preroll, plus the first moving frames before the
         # start is confirmed (they belong to the sign; the median confirms motion one
         # frame after it began, hence the + 1).
@@ -181,7 +188,6 @@ class Segmenter:
         self._started = 0.0
         self._last_motion = 0.0
         self._last_moving_index = 0  # index in _frames of the last moving frame
-        self._previous_t = 0.0  # time of the previous frame while recording
         self.energy = 0.0
 
     @property
@@ -213,9 +219,13 @@ class Segmenter:
         """Add one frame taken at time `t` (seconds, default now); return a finished sign or None."""
         cfg = self.config
         t = time.monotonic() if t is None else t
-        self.energy = self.motion_energy(frame)
+        # Per tenth of a second; clamped so one late or doubled frame does not swing it.
+        previous_t, self._t_frame = self._t_frame, t
+        interval = 0.1 if previous_t is None else t - previous_t
+        self.energy = self.motion_energy(frame) * min(3.0, max(1 / 3, 0.1 / max(interval, 1e-3)))
         self._energies.append(self.energy)
-        energy = sorted(self._energies)[len(self._energies) // 2]
+        recent = sorted(list(self._energies)[-3:])
+        energy = recent[len(recent) // 2]
         if self._jumped():
             # The frame before this one shows another picture: what came before it is over.
             segment = None
@@ -233,7 +243,7 @@ class Segmenter:
             if self._run >= cfg.start_frames:
                 keep = cfg.preroll_frames + self._run + 1
                 self._frames = list(self._before)[-keep:]
-                self._started = self._last_motion = self._previous_t = t
+                self._started = self._last_motion = t
                 self._last_moving_index = len(self._frames) - 1
                 self._before.clear()
                 self._run = 0
@@ -243,9 +253,8 @@ class Segmenter:
         if energy >= cfg.stop_threshold:
             # The median still reports the previous frame's motion one frame later.
             lagging = self.energy < cfg.stop_threshold
-            self._last_motion = self._previous_t if lagging else t
+            self._last_motion = previous_t if lagging else t
             self._last_moving_index = len(self._frames) - 1 - lagging
-        self._previous_t = t
         if t - self._started >= cfg.max_seconds:
             return self._finish()
         # A millisecond of slack: frame times are floats, and 2.9 - 2.1 is 0.7999...
@@ -254,12 +263,12 @@ class Segmenter:
         return None
 
     def _jumped(self) -> bool:
-        """True when the previous frame changed far more than the frames on both sides of it."""
-        if len(self._energies) < 3:
+        """True when the previous frame changed far more than the two frames before it and this one."""
+        if len(self._energies) < 4:
             return False
-        before, middle, after = self._energies
+        first, second, middle, after = self._energies
         cfg = self.config
-        return middle >= cfg.jump_threshold and middle >= cfg.jump_ratio * max(before, after, cfg.stop_threshold)
+        return middle >= cfg.jump_threshold and middle >= cfg.jump_ratio * max(first, second, after, cfg.stop_threshold)
 
     def flush(self) -> list[np.ndarray] | None:
         """End the sign being recorded now (the camera stopped); None if there is none."""

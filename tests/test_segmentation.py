@@ -190,3 +190,18 @@ def test_a_jump_of_the_picture_ends_the_sign_and_starts_nothing():
     closed_at, segment = found[0]
     assert closed_at == cut_at + 1  # the frame after the jump shows it was one
     assert all(any(f is s for f in frames[:cut_at]) for s in segment)
+
+
+def test_motion_is_measured_per_tenth_of_a_second_at_any_frame_rate():
+    # At 20 fps the hand moves half as far between frames as at 10 fps; the thresholds
+    # must mean the same movement at both rates.
+    peaks = {}
+    for fps in (10, 20):
+        frames = signer_frames(width=320, height=240, fps=fps, still_s=1.0, move_s=1.2, noise=4)
+        segmenter, energies, found = Segmenter(), [], []
+        for i, frame in enumerate(frames):
+            found.append(segmenter.feed(frame, i / fps))
+            energies.append(segmenter.energy)
+        assert sum(segment is not None for segment in found) == 1
+        peaks[fps] = np.mean(sorted(energies)[-5:])
+    assert 0.7 < peaks[20] / peaks[10] < 1.4
