@@ -8,18 +8,38 @@ changed pixels, rather than averaging the difference, ignores camera noise and J
 artefacts (a few gray levels everywhere) and a camera's slow exposure drift, while a
 moving hand changes a patch of pixels by a lot.
 
+Decisions use the median energy of the last three frames, not one frame's: a camera
+that repeats a frame (a low-light webcam, a video converted between frame rates) shows
+no change for one frame in the middle of a sign, and one glitch frame shows a lot of
+change in the middle of a rest; neither decides alone.
+
 Hysteresis keeps one sign one segment: motion must pass `start_threshold` on
 `start_frames` frames in a row to start, and must stay under the lower `stop_threshold`
-for `stop_seconds` to end, so the slow middle of a sign does not cut it in two. Dropping
-the hands is motion followed by stillness, so it ends a sign the same way. A few frames
-from before the motion (`preroll_frames`) are kept: the hand shape a sign starts from
-is often held just before it moves.
+for `stop_seconds` to end, so the slow middle of a sign, or the short pause between
+the two movements of a repeated sign (BOOK, BED, MOTHER pause 0.3-0.6 s on real WLASL
+clips), does not cut it in two. Dropping the hands is motion followed by stillness, so
+it ends a sign the same way. A few frames from before the motion (`preroll_frames`) are
+kept: the hand shape a sign starts from is often held just before it moves.
+
+A *jump* ends a sign at once: one frame that changes far more than the two frames before
+it and the one after it (`jump_threshold`, `jump_ratio`) is the picture changing, not a
+hand (a cut in a video, a camera switch, an exposure step); frames on either side of it
+cannot be compared, so a sign never spans one. Hands cannot cross the frame in a tenth
+of a second and stop again. Two frames before, not one: a repeated frame just before a
+fast movement would otherwise make the movement look like a jump.
+
+Energy is counted per tenth of a second (the change between two frames, scaled by
+0.1 s over the time between them): a hand moves two thirds as far between frames at
+15 fps as at 10 fps, and the thresholds should mean the same motion at any rate.
 
 Thresholds live in `SegmenterConfig` (defaults here, overrides in
 `assets/config/live.yml`). Measured on the synthetic signer of `webapp/samples.py` at
 640x480, 10 fps: a still scene with +-12 gray levels of per-pixel noise gives energy
-0.000; one hand and forearm moving give 0.014-0.048 (a real signer moves more of the
-frame). Tune `start_threshold` up for a busy background, down for a distant signer.
+0.000; one hand and forearm moving give 0.014-0.048. Real WLASL signers (480x320 down
+to 288x192) give 0.005-0.2 while signing and 0.000-0.002 at rest; small signs (finger
+movements near the face) stay under 0.01. Tune `start_threshold` up for a busy
+background, down for a distant signer; `benchmarks/bench_segmentation.py` measures the
+settings on real signing.
 
 No gradio here: the web app feeds frames and gets segments back.
 """
@@ -43,21 +63,25 @@ DEFAULT_LIVE_CONFIG = "assets/config/live.yml"
 @dataclass(frozen=True)
 class SegmenterConfig:
     # Frames are subsampled to about this many pixels wide before differencing: enough
-    # to see a hand (~8 px at arm's length), and the cost no longer depends on the camera.
-    analysis_width: int = 80
+    # to see fingers move (a hand is ~15 px at arm's length), and the cost no longer
+    # depends on the camera. At 80 px the finger movements of small signs vanish into
+    # the blocks on real clips.
+    analysis_width: int = 160
     # A small pixel counts as changed when its gray level moved by more than this (0-255);
     # webcam noise and JPEG artefacts stay under ~10.
     pixel_delta: int = 20
-    # Fraction of changed pixels that counts as the signer moving (starts a sign).
-    start_threshold: float = 0.012
+    # Fraction of changed pixels that counts as the signer moving (starts a sign); camera
+    # noise stays at 0, small real signs reach 0.006-0.01.
+    start_threshold: float = 0.006
     # Fraction under which a frame counts as still; lower than start_threshold
     # (hysteresis) so a slow part of a sign does not end it.
-    stop_threshold: float = 0.005
-    # Moving frames in a row needed to start a sign: one flicker (a light, autofocus)
-    # does not start one.
-    start_frames: int = 2
-    # Seconds of stillness that end a sign (a hold, or hands dropped to rest).
-    stop_seconds: float = 0.5
+    stop_threshold: float = 0.004
+    # Moving frames in a row needed to start a sign. The three-frame median already
+    # needs two moving frames of three, so one flicker (a light, autofocus) starts nothing.
+    start_frames: int = 1
+    # Seconds of stillness that end a sign (a hold, or hands dropped to rest). Longer
+    # than the pause inside a repeated sign (up to ~0.6 s on real clips), so BOOK stays one sign.
+    stop_seconds: float = 0.8
     # Signs shorter than this (seconds of motion) are dropped as twitches.
     min_seconds: float = 0.3
     # A sign is cut here even if motion goes on (signing without pauses); most single
@@ -67,6 +91,13 @@ class SegmenterConfig:
     preroll_frames: int = 2
     # Still frames kept after the motion stopped (the sign's final hold).
     postroll_frames: int = 1
+    # A frame changing at least this fraction of pixels, ...
+    jump_threshold: float = 0.04
+    # ... and this many times more than the two frames before and the one after it, is
+    # a jump of the picture (a cut, a camera switch), not a hand: it ends the sign.
+    # Real cuts change 0.07-0.18 of the pixels between two still frames; a hand moving
+    # changes similar amounts on neighbouring frames too.
+    jump_ratio: float = 4.0
 
     def __post_init__(self) -> None:
         if self.analysis_width < 8:
@@ -77,6 +108,11 @@ class SegmenterConfig:
             raise ConfigError(
                 "segmenter thresholds must satisfy 0 < stop_threshold <= start_threshold < 1, "
                 f"got stop {self.stop_threshold} and start {self.start_threshold}."
+            )
+        if not 0 < self.jump_threshold < 1 or self.jump_ratio < 1:
+            raise ConfigError(
+                "segmenter.jump_threshold must be between 0 and 1 and jump_ratio at least 1, "
+                f"got {self.jump_threshold} and {self.jump_ratio}."
             )
         if self.start_frames < 1 or self.preroll_frames < 0 or self.postroll_frames < 0:
             raise ConfigError("segmenter.start_frames must be at least 1 and the pre/postroll frames not negative.")
@@ -139,9 +175,13 @@ class Segmenter:
     def reset(self) -> None:
         cfg = self.config
         self._previous: np.ndarray | None = None
+        # The last frames' energies: the median of three, and the jump test over four.
+        self._energies: deque[float] = deque(maxlen=4)
+        self._t_frame: float | None = None  # when the previous frame was taken
         # Frames before a sign: the preroll, plus the first moving frames before the
-        # start is confirmed (they belong to the sign).
-        self._before: deque[np.ndarray] = deque(maxlen=cfg.preroll_frames + cfg.start_frames)
+        # start is confirmed (they belong to the sign; the median confirms motion one
+        # frame after it began, hence the + 1).
+        self._before: deque[np.ndarray] = deque(maxlen=cfg.preroll_frames + cfg.start_frames + 1)
         self._run = 0  # moving frames in a row while idle
         self._frames: list[np.ndarray] | None = None  # the sign being recorded
         self._started = 0.0
@@ -159,7 +199,7 @@ class Segmenter:
         step = max(1, frame.shape[1] // self.config.analysis_width)
         half = step // 2
         # Four strided samples per small pixel (a 2x2 subset of its block), summed: the
-        # noise of a single camera pixel is halved for 4 reads of ~5,000 values, where
+        # noise of a single camera pixel is halved for 4 reads of ~19,000 values, where
         # averaging whole blocks would read all 300,000 pixels of a VGA frame.
         rows, cols = frame.shape[0] // step * step, frame.shape[1] // step * step
         total = np.zeros((rows // step, cols // step), dtype=np.uint32)
@@ -178,12 +218,29 @@ class Segmenter:
         """Add one frame taken at time `t` (seconds, default now); return a finished sign or None."""
         cfg = self.config
         t = time.monotonic() if t is None else t
-        self.energy = energy = self.motion_energy(frame)
+        # Per tenth of a second; clamped so one late or doubled frame does not swing it.
+        previous_t, self._t_frame = self._t_frame, t
+        interval = 0.1 if previous_t is None else t - previous_t
+        self.energy = self.motion_energy(frame) * min(3.0, max(1 / 3, 0.1 / max(interval, 1e-3)))
+        self._energies.append(self.energy)
+        recent = sorted(list(self._energies)[-3:])
+        energy = recent[len(recent) // 2]
+        if self._jumped():
+            # The frame before this one shows another picture: what came before it is over.
+            segment = None
+            if self._frames is not None:
+                self._frames.pop()
+                self._last_moving_index = min(self._last_moving_index, len(self._frames) - 1)
+                segment = self._finish()
+            self._before.clear()
+            self._run = 0
+            self._before.append(frame)
+            return segment
         if self._frames is None:
             self._before.append(frame)
             self._run = self._run + 1 if energy >= cfg.start_threshold else 0
             if self._run >= cfg.start_frames:
-                keep = cfg.preroll_frames + self._run
+                keep = cfg.preroll_frames + self._run + 1
                 self._frames = list(self._before)[-keep:]
                 self._started = self._last_motion = t
                 self._last_moving_index = len(self._frames) - 1
@@ -193,13 +250,24 @@ class Segmenter:
 
         self._frames.append(frame)
         if energy >= cfg.stop_threshold:
-            self._last_motion = t
-            self._last_moving_index = len(self._frames) - 1
+            # The median still reports the previous frame's motion one frame later.
+            lagging = self.energy < cfg.stop_threshold
+            self._last_motion = previous_t if lagging else t
+            self._last_moving_index = len(self._frames) - 1 - lagging
         if t - self._started >= cfg.max_seconds:
             return self._finish()
-        if t - self._last_motion >= cfg.stop_seconds:
+        # A millisecond of slack: frame times are floats, and 2.9 - 2.1 is 0.7999...
+        if t - self._last_motion >= cfg.stop_seconds - 1e-3:
             return self._finish()
         return None
+
+    def _jumped(self) -> bool:
+        """True when the previous frame changed far more than the two frames before it and this one."""
+        if len(self._energies) < 4:
+            return False
+        first, second, middle, after = self._energies
+        cfg = self.config
+        return middle >= cfg.jump_threshold and middle >= cfg.jump_ratio * max(first, second, after, cfg.stop_threshold)
 
     def flush(self) -> list[np.ndarray] | None:
         """End the sign being recorded now (the camera stopped); None if there is none."""

@@ -203,7 +203,9 @@ def _check_resolution(width: int, height: int, name: str, limits: LimitsConfig) 
 def _decode_video(path: Path, num_frames: int, frame_start: int, frame_end: int,
                   seconds: tuple[float, float] | None, limits: LimitsConfig):
     try:
-        container = av.open(str(path))
+        # Tags are only read, never needed: some real files carry non-UTF-8 ones
+        # (a WLASL clip's title), which must not make the video unreadable.
+        container = av.open(str(path), metadata_errors="replace")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError):
         raise ClipError(f"The file {path.name} is not a video we can read.") from None
     with container:
@@ -215,9 +217,9 @@ def _decode_video(path: Path, num_frames: int, frame_start: int, frame_end: int,
         _check_resolution(stream.codec_context.width, stream.codec_context.height, f"The video {path.name}", limits)
         if container.duration and container.duration / av.time_base > limits.max_clip_seconds:
             raise ClipError(_too_long(path, container.duration / av.time_base, limits))
-        frame_pts, keyframes, keyframe_dts = _index_packets(container, stream, path, limits)
+        frame_pts, keyframes, keyframe_dts, packets = _index_packets(container, stream, path, limits)
         fps = float(stream.average_rate or stream.guessed_rate or 0) or _fps_from_pts(frame_pts, stream)
-        _check_complete(container, stream, frame_pts, fps, path)
+        _check_complete(container, stream, frame_pts, packets, fps, path)
         if seconds is not None:
             frame_start, frame_end = _seconds_span(frame_pts, float(stream.time_base), seconds, path)
         indices = sample_indices(*_span(frame_start, frame_end, len(frame_pts)), num_frames)
@@ -227,10 +229,17 @@ def _decode_video(path: Path, num_frames: int, frame_start: int, frame_end: int,
     return frames, indices, len(frame_pts), fps
 
 
-def _index_packets(container, stream, path: Path, limits: LimitsConfig) -> tuple[list[int], list[int], dict[int, int]]:
-    """Every frame's pts in presentation order, the keyframes' pts and their dts; no decoding."""
+def _index_packets(container, stream, path: Path, limits: LimitsConfig) -> tuple[list[int], list[int], dict[int, int], int]:
+    """Every shown frame's pts in presentation order, the keyframes' pts and dts, and the packet count; no decoding.
+
+    An MP4 edit list can end the presentation before the stream does: the packets past
+    it are in the file (and in the header's frame count) but flagged discard, and the
+    decoder never outputs them. Many real WLASL files are like that (41 frames declared,
+    38 shown), so only shown frames are sampled, while a discarded keyframe still serves
+    as a place to start decoding from.
+    """
     frame_pts, keyframes, keyframe_dts = [], [], {}
-    first_dts = None
+    first_dts, packets = None, 0
     # Plain floats: Fraction arithmetic per packet was a fifth of the sampling time.
     time_base = float(stream.time_base)
     try:
@@ -240,10 +249,13 @@ def _index_packets(container, stream, path: Path, limits: LimitsConfig) -> tuple
                 continue  # the flush packet at the end, or a container without timestamps
             dts = pts if packet.dts is None else packet.dts
             first_dts = dts if first_dts is None else min(first_dts, dts)
-            frame_pts.append(pts)
+            packets += 1
             if packet.is_keyframe:
                 keyframes.append(pts)
                 keyframe_dts[pts] = dts
+            if packet.is_discard:
+                continue
+            frame_pts.append(pts)
             seconds = (pts - frame_pts[0]) * time_base
             if seconds > limits.max_clip_seconds:
                 raise ClipError(_too_long(path, seconds, limits, at_least=True))
@@ -256,17 +268,18 @@ def _index_packets(container, stream, path: Path, limits: LimitsConfig) -> tuple
     if not keyframes or keyframes[0] > frame_pts[0]:
         keyframes.insert(0, frame_pts[0])  # decoding from the start is always possible
         keyframe_dts[frame_pts[0]] = first_dts
-    return frame_pts, keyframes, keyframe_dts
+    return frame_pts, keyframes, keyframe_dts, packets
 
 
-def _check_complete(container, stream, frame_pts: list[int], fps: float, path: Path) -> None:
+def _check_complete(container, stream, frame_pts: list[int], packets: int, fps: float, path: Path) -> None:
     """A file cut short (an interrupted download) still demuxes; its header tells.
 
-    Sampling the part that is there would silently show the model half a sign.
+    Sampling the part that is there would silently show the model half a sign. The
+    header counts discarded packets too, so they are compared with all packets.
     """
     declared_frames = stream.frames
-    if declared_frames and len(frame_pts) < declared_frames:
-        raise ClipError(f"The video {path.name} is cut short: it holds {len(frame_pts)} of its {declared_frames} frames.")
+    if declared_frames and packets < declared_frames:
+        raise ClipError(f"The video {path.name} is cut short: it holds {packets} of its {declared_frames} frames.")
     if container.duration and fps:
         declared = container.duration / av.time_base
         present = float((frame_pts[-1] - frame_pts[0]) * stream.time_base) + 1 / fps

@@ -29,14 +29,15 @@ def run(segmenter: Segmenter, frames: list[np.ndarray], fps: int = FPS, start: f
 @pytest.mark.parametrize("path", ["circle", "wave"])
 def test_still_move_still_gives_one_sign_with_preroll(path):
     frames = signer_frames(path=path, width=640, height=480, still_s=1.0, move_s=1.2, noise=12)
-    found = run(Segmenter(), frames)
+    config = SegmenterConfig()
+    found = run(Segmenter(config), frames)
     assert len(found) == 1
     closed_at, segment = found[0]
-    # Motion is frames 10..21: the sign holds them, 2 preroll frames and 1 final hold,
-    # and is closed 0.5 s (5 frames) after the motion stopped.
+    # Motion is frames 10..21: the sign holds them, the preroll frames before and the
+    # final hold after, and is closed stop_seconds after the motion stopped.
     ids = [next(i for i, f in enumerate(frames) if f is s) for s in segment]
-    assert ids[0] == 8 and ids[-1] == 22 and ids == list(range(8, 23))
-    assert closed_at == 26
+    assert ids == list(range(10 - config.preroll_frames, 22 + config.postroll_frames))
+    assert closed_at == 21 + round(config.stop_seconds * FPS)
 
 
 def test_noise_and_stillness_start_nothing():
@@ -106,13 +107,11 @@ def test_live_recognizer_never_waits_for_the_model(tiny_engine, monkeypatch):
     engine = SlowEngine(tiny_engine, gate)
     live = LiveRecognizer(engine, LiveConfig())
     frames = signer_frames(still_s=1, move_s=1.2, width=640, height=480) * 2
-    costs = []
     for i, frame in enumerate(frames):
-        started = time.perf_counter()
         live.feed(frame, i / FPS)
-        costs.append(time.perf_counter() - started)
-    assert live.pending == 2 and not live.transcript  # two signs sent off, the model is held
-    assert max(costs) < 0.05, f"a frame waited {max(costs) * 1000:.0f} ms"
+    # Every frame returned while the model was held: two signs sent off, none recognized.
+    # (What a frame costs is measured by benchmarks/bench_live.py, not asserted here.)
+    assert live.pending == 2 and not live.transcript
     gate.set()
     deadline = time.monotonic() + 20
     while live.pending and time.monotonic() < deadline:
@@ -141,3 +140,56 @@ def test_live_recognizer_skips_signs_beyond_max_pending(tiny_engine):
     assert live.pending == 1 and "skipped" in live.notice
     gate.set()
     live.close()
+
+
+def test_a_camera_slower_than_the_stream_still_gives_one_sign():
+    # A webcam at 5 fps sent at 10 fps repeats every frame: half the frames show no
+    # change at all. The three-frame median must still see one sign, not none or many.
+    frames = signer_frames(width=320, height=240, fps=5, still_s=1.0, move_s=1.2, noise=0)
+    doubled = [frame for frame in frames for _ in range(2)]
+    found = run(Segmenter(), doubled)
+    assert len(found) == 1
+    assert len(found[0][1]) >= 1.2 * FPS
+
+
+def test_a_pause_shorter_than_stop_seconds_keeps_a_repeated_sign_whole():
+    # BOOK, BED, MOTHER: two movements with the hands held up between them.
+    config = SegmenterConfig()
+    one = signer_frames(width=320, height=240, still_s=1.0, move_s=1.0)
+    moving = one[10:20]
+    hold = [moving[-1]] * round((config.stop_seconds - 0.3) * FPS)
+    rest = one[:10]
+    assert len(run(Segmenter(config), rest + moving + hold + moving + rest)) == 1
+    long_hold = [moving[-1]] * round((config.stop_seconds + 0.3) * FPS)
+    assert len(run(Segmenter(config), rest + moving + long_hold + moving + rest)) == 2
+
+
+def test_a_jump_of_the_picture_ends_the_sign_and_starts_nothing():
+    frames = signer_frames(width=320, height=240, still_s=1.0, move_s=1.2, noise=4)
+    other = [np.roll(frame, 40, axis=1) for frame in frames[:10]]  # the camera moved: a cut
+    # While idle, a cut is one big change between two still pictures: no sign.
+    segmenter = Segmenter()
+    assert run(segmenter, frames[:10] + other) == [] and not segmenter.active
+    # In the middle of a sign, the cut ends it at once, without the new picture's frames.
+    cut_at = 16
+    stream = frames[:cut_at] + other
+    found = run(Segmenter(), stream)
+    assert len(found) == 1
+    closed_at, segment = found[0]
+    assert closed_at == cut_at + 1  # the frame after the jump shows it was one
+    assert all(any(f is s for f in frames[:cut_at]) for s in segment)
+
+
+def test_motion_is_measured_per_tenth_of_a_second_at_any_frame_rate():
+    # At 20 fps the hand moves half as far between frames as at 10 fps; the thresholds
+    # must mean the same movement at both rates.
+    peaks = {}
+    for fps in (10, 20):
+        frames = signer_frames(width=320, height=240, fps=fps, still_s=1.0, move_s=1.2, noise=4)
+        segmenter, energies, found = Segmenter(), [], []
+        for i, frame in enumerate(frames):
+            found.append(segmenter.feed(frame, i / fps))
+            energies.append(segmenter.energy)
+        assert sum(segment is not None for segment in found) == 1
+        peaks[fps] = np.mean(sorted(energies)[-5:])
+    assert 0.7 < peaks[20] / peaks[10] < 1.4

@@ -1,0 +1,107 @@
+"""Real signing clips (WLASL and dictionary videos in ../shared, never committed) go through the engine.
+
+Synthetic clips are encoded by our own writer; real downloads are not: their containers
+declare frames that never decode (MP4 edit lists), carry odd tags and come in many sizes
+and codecs. Each test fetches the folder with `shared_path`, which skips where
+`../shared` is absent and fails under CI=true.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import av
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from engine.config import LimitsConfig
+from engine.errors import ClipError
+from engine.video import load_clip
+
+LIMITS = LimitsConfig()
+
+
+def isolated_clips() -> list[dict]:
+    """The manifest's rows (one per isolated clip), each with its `path`."""
+    root = shared_path("data", "real_clips")
+    with open(root / "manifest.tsv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    for row in rows:
+        row["path"] = root / row["file"]
+    on_disk = sorted(root.glob("wlasl/*/*.mp4")) + sorted(root.glob("other/*/*.mp4"))
+    assert sorted(row["path"] for row in rows) == sorted(on_disk), "manifest.tsv and the clips on disk differ"
+    return rows
+
+
+def declared_frames(path) -> int:
+    with av.open(str(path), metadata_errors="replace") as container:
+        return container.streams.video[0].frames
+
+
+def test_every_isolated_clip_decodes_to_real_frames():
+    rows = isolated_clips()
+    assert len(rows) == 232
+    failures = []
+    for row in rows:
+        frames, width, height = int(row["frames"]), int(row["width"]), int(row["height"])
+        for count in (8, 4):
+            try:
+                clip = load_clip(row["path"], num_frames=count, limits=LIMITS)
+            except ClipError as error:
+                failures.append(f"{row['file']} at {count} frames: {error}")
+                continue
+            problems = []
+            if len(clip.frames) != count or clip.total_frames != frames:
+                problems.append(f"{len(clip.frames)} frames of {clip.total_frames}, wanted {count} of {frames}")
+            if max(clip.indices) >= frames:
+                problems.append(f"index {max(clip.indices)} past the {frames} decodable frames")
+            if any(f.shape != (height, width, 3) or f.dtype != np.uint8 for f in clip.frames):
+                problems.append(f"frame shape {clip.frames[0].shape}, wanted {(height, width, 3)}")
+            if any(f.min() == f.max() for f in clip.frames):
+                problems.append("a constant frame")
+            failures += [f"{row['file']} at {count} frames: {p}" for p in problems]
+    assert not failures, "\n".join(failures)
+
+
+def test_declared_but_undecodable_frames_are_never_sampled():
+    # Sampling every frame proves that all decodable frames decode and that nothing past
+    # them is asked for; the manifest's `frames` was counted by decoding.
+    short = [row for row in isolated_clips() if declared_frames(row["path"]) > int(row["frames"])]
+    assert len(short) >= 10  # many WLASL files are like this; the test must cover some
+    for row in short:
+        frames = int(row["frames"])
+        clip = load_clip(row["path"], num_frames=frames, limits=LIMITS)
+        assert clip.total_frames == frames and clip.indices == tuple(range(frames)), row["file"]
+        assert not np.array_equal(clip.frames[-1], clip.frames[0]), row["file"]
+
+
+def test_a_truncated_real_clip_is_refused_with_one_sentence(tmp_path):
+    # An interrupted download of a clip whose index (moov) comes first: it still opens,
+    # and also declares frames it cannot show, which must not hide the missing data.
+    source = next(row["path"] for row in isolated_clips() if declared_frames(row["path"]) > int(row["frames"]))
+    data = source.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat"), "the test needs a clip whose index is written first"
+    cut = tmp_path / source.name
+    cut.write_bytes(data[: len(data) * 3 // 4])
+    with pytest.raises(ClipError) as error:
+        load_clip(cut, num_frames=8, limits=LIMITS)
+    text = str(error.value)
+    assert "cut short" in text and source.name in text
+    assert "\n" not in text and text.count(". ") == 0 and text.endswith(".")
+
+
+@pytest.mark.slow
+def test_the_tiny_engine_recognizes_every_isolated_clip(tiny_engine):
+    glosses = set(tiny_engine.vocabulary.glosses)
+    failures = []
+    for row in isolated_clips():
+        result = tiny_engine.recognize(row["path"])
+        probabilities = [p.probability for p in result.top]
+        if not result.top or not {p.gloss for p in result.top} <= glosses:
+            failures.append(f"{row['file']}: ranking {[p.gloss for p in result.top]} not over the vocabulary")
+        elif probabilities != sorted(probabilities, reverse=True) or not 0 < sum(probabilities) <= 1 + 1e-6:
+            failures.append(f"{row['file']}: probabilities {probabilities}")
+        elif len(result.clip.frames) != tiny_engine.config.video.frames_per_clip:
+            failures.append(f"{row['file']}: the model saw {len(result.clip.frames)} frames")
+    assert not failures, "\n".join(failures)
