@@ -42,7 +42,7 @@ from engine.prompt import answer_ids, encode_clip
 from engine.tiny import build_tiny_model
 from engine.live import LiveEntry, LiveRecognizer
 from engine.segmentation import LiveConfig, Segmenter, SegmenterConfig, load_live_config
-from engine.video import IMAGE_SUFFIXES, Clip, crop_square, load_clip
+from engine.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Clip, crop_square, load_clip
 from engine.vocabulary import Vocabulary, VocabularyError, load_vocabulary
 
 # Names whose modules import torch: loaded when first asked for (PEP 562).
@@ -61,6 +61,7 @@ __all__ = [
     "EngineConfig",
     "EngineStatus",
     "IMAGE_SUFFIXES",
+    "VIDEO_SUFFIXES",
     "LimitsConfig",
     "LiveConfig",
     "LiveEntry",

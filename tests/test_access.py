@@ -145,7 +145,7 @@ ADMIN_CALLS = {
     "curate_pending": SELECTION, "curate_preview": ["wlasl:07069"], "curate_relabel": ["wlasl:07069", "drink", SELECTION[0]],
     "curate_accept": ["user:abc"], "curate_exclude": ["wlasl:07069"], "curate_restore": ["wlasl:07069"],
     "curate_add_clip": [None, "book", SELECTION[0]], "curate_download_start": SELECTION,
-    "curate_build_start": ["x", *SELECTION], "curate_stop": [], "curate_job_status": [], "curate_datasets": [],
+    "curate_build_start": ["x", *SELECTION], "curate_import_start": ["/nowhere"], "curate_stop": [], "curate_job_status": [], "curate_datasets": [],
     "curate_export": [None], "finetune_start": [None, "", 1, 1, 1e-4, 8, False], "finetune_cancel": [],
     "finetune_resume": [None], "finetune_delete": [None], "finetune_refresh": [], "finetune_status": [None, None, {}],
     "finetune_evaluate": [None], "finetune_activate": [None], "finetune_deactivate": [], "finetune_adapters": [],

@@ -105,3 +105,56 @@ def test_the_tiny_engine_recognizes_every_isolated_clip(tiny_engine):
         elif len(result.clip.frames) != tiny_engine.config.video.frames_per_clip:
             failures.append(f"{row['file']}: the model saw {len(result.clip.frames)} frames")
     assert not failures, "\n".join(failures)
+
+
+MULTI_SIGNER = ("bed blue book chair computer doctor drink family go help how man mother need now school time want "
+                "what who woman work year").split()
+
+
+def test_every_wlasl_clip_imports_once(tmp_path):
+    from training.curate.importer import import_videos
+    from training.curate.plan import load_instances
+    from training.layout import DataLayout
+
+    folder = shared_path("data", "real_clips", "wlasl")
+    layout = DataLayout.at(tmp_path / "data")
+    report = import_videos(folder, layout, load_instances())
+    wlasl_rows = [row for row in isolated_clips() if row["wlasl_video_id"]]
+    assert sorted(report.imported) == sorted({row["wlasl_video_id"] for row in wlasl_rows})
+    assert (report.unknown, report.duplicates, report.broken) == ([], [], [])
+    again = import_videos(folder, layout, load_instances())
+    assert again.imported == [] and len(again.present) == len(report.imported)
+
+
+@pytest.mark.slow
+def test_real_clips_import_build_finetune_evaluate(tmp_path, tiny_model_dir):
+    """The whole loop on real signing: import -> signer-independent build -> a short fine-tune -> a report."""
+    from conftest import tiny_config
+    from training.curate.build import build_dataset
+    from training.curate.importer import import_videos
+    from training.curate.plan import load_instances
+    from training.dataset import DatasetConfig, load_dataset
+    from training.finetune.config import load_finetune_config
+    from training.finetune.evaluate import evaluate
+    from training.finetune.train import finetune
+    from training.layout import DataLayout
+
+    layout = DataLayout.at(tmp_path / "data")
+    import_videos(shared_path("data", "real_clips", "wlasl"), layout, load_instances())
+    glossary = tmp_path / "multi_signer.txt"
+    glossary.write_text("\n".join(MULTI_SIGNER) + "\n")
+    engine_config = tiny_config(tiny_model_dir)
+    config = DatasetConfig(name="real", glossary=str(glossary), splits="signer", frames_per_clip=4,
+                           include_user_clips=False, max_side=224)
+    report = build_dataset(config, layout, engine_config=engine_config, show_progress=False)
+    data = load_dataset("real", layout)
+    assert report.rows == len(data.rows) >= 60 and report.skipped == ()
+    signers = {split: {row["signer_id"] for row in data.split(split)} for split in ("train", "val", "test")}
+    assert signers["test"] and not (signers["train"] & signers["test"])  # no signer in two splits
+    run = finetune(load_finetune_config(overrides={"dataset": "real", "max_steps": 4, "batch_size": 2,
+                                                   "grad_accumulation": 1, "save_strategy": "no"}),
+                   engine_config, layout)
+    assert (run.adapter / "adapter_model.safetensors").is_file()
+    result = evaluate("real", engine_config, layout, adapter=str(run.adapter))
+    assert [r["model"] for r in result["results"]] == ["base", "adapter"]
+    assert result["results"][1]["clips"] == len(data.split("test")) and (run.path / "report.md").is_file()

@@ -123,6 +123,10 @@ class Curator:
         count = self.curation.start_download(self.config(*selection))
         return f"Download of {count} clips started."
 
+    def start_import(self, folder: str | None) -> str:
+        self.curation.start_import(folder if isinstance(folder, str) else None)
+        return "Import started."
+
     def start_build(self, name: str | None, *selection) -> str:
         config = self.config(*selection, name=name)
         self.curation.start_build(config)
@@ -234,7 +238,12 @@ def build_curate_tab(engine: Any, layout: DataLayout, *, access: Access = LOCAL,
             add_gloss = gr.Dropdown(glosses, value=None, allow_custom_value=True, label="Gloss of this clip")
             add = gr.Button("Add clip")
 
-    gr.Markdown("### Download, build, export")
+    gr.Markdown("### Download or import, build, export")
+    with gr.Row():
+        import_folder = gr.Textbox(label="Import WLASL videos you already have",
+                                   placeholder="a folder on this server: <video_id>.mp4 files, or per-gloss folders of them",
+                                   scale=3)
+        start_import = gr.Button("Import", scale=1)
     with gr.Row():
         name = gr.Textbox(value=base.name, label="Dataset name")
         start_download = gr.Button("Start download")
@@ -266,6 +275,7 @@ def build_curate_tab(engine: Any, layout: DataLayout, *, access: Access = LOCAL,
         button.click(errors(getattr(curator.curation, verb)), selected, edited, api_name=f"curate_{verb}")
     add_done = add.click(errors(curator.add), [recording, add_gloss, glossary], edited, api_name="curate_add_clip")
     start_download.click(errors(curator.start_download), selection, job, api_name="curate_download_start")
+    start_import.click(errors(curator.start_import), import_folder, job, api_name="curate_import_start")
     start_build.click(errors(curator.start_build), [name, *selection], job, api_name="curate_build_start")
     stop.click(errors(curator.stop), None, job, api_name="curate_stop", queue=False)
     timer.tick(errors(curator.job_status), None, job, api_name="curate_job_status", queue=False, show_progress="hidden")

@@ -13,6 +13,7 @@ Examples (data goes to --data, else $SIGNLENS_DATA, else ./data):
     python -m training.curate stats --plan --subset WLASL300 --png /tmp/wlasl300.png
     python -m training.curate export wlasl100
     python -m training.curate build --config data/datasets/wlasl100/config.json
+    python -m training.curate import ~/WLASL/start_kit/videos
     python -m training.curate relabel wlasl:07069 drink
     python -m training.curate exclude wlasl:07070
     python -m training.curate restore wlasl:07070
@@ -84,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", parents=[data], help="zip a built dataset to <data>/exports/<name>.zip")
     export.add_argument("dataset")
     commands.add_parser("list", parents=[data], help="built datasets")
+    importing = commands.add_parser("import", parents=[data],
+                                    help="bring in WLASL videos you already have (files named <video_id>.<ext>)")
+    importing.add_argument("folder", help="a folder of videos, or of per-gloss folders of videos")
+    importing.add_argument("--metadata", help="WLASL_v0.3.json[.gz] (default: the shipped copy)")
 
     relabel = commands.add_parser("relabel", parents=[data], help="give a clip another gloss")
     relabel.add_argument("ref", help="wlasl:<video_id> or user:<id>")
@@ -138,6 +143,13 @@ def _run(args: argparse.Namespace, layout) -> int:
         return 0
     if args.command == "export":
         print(layout.relative(export_dataset(args.dataset, layout)))
+        return 0
+    if args.command == "import":
+        from training.curate.importer import import_videos
+        from training.curate.plan import load_instances
+
+        report = import_videos(args.folder, layout, load_instances(args.metadata or ""))
+        print(report.summary())
         return 0
     if args.command in ("relabel", "exclude", "restore", "accept"):
         curation = Curation(layout, engine_config=None)

@@ -133,6 +133,21 @@ class Curation:
         self.job.start("download", task)
         return len(wanted)
 
+    def start_import(self, folder: str | None) -> None:
+        """Import WLASL videos from a folder on this machine in the background (`importer.py`)."""
+        from training.curate.importer import import_videos
+
+        if not folder or not str(folder).strip():
+            raise DatasetError("Type the folder on this server that holds your WLASL videos.")
+        if not Path(folder.strip()).expanduser().is_dir():
+            raise DatasetError("There is no such folder on this server.")
+
+        def task(progress, cancel) -> str:
+            return import_videos(folder.strip(), self.layout, load_instances(self.base.metadata), progress=progress,
+                                 cancel=cancel).summary()
+
+        self.job.start("import", task)
+
     def start_build(self, config: DatasetConfig) -> None:
         def task(progress, cancel) -> str:
             return build_dataset(config, self.layout, engine_config=self.engine_config, progress=progress,

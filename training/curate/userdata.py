@@ -128,7 +128,7 @@ def media_suffix(path: Path, limits: LimitsConfig) -> str:
             kind = None
     else:
         try:
-            with av.open(str(path)) as container:
+            with av.open(str(path), metadata_errors="replace") as container:
                 kind = _CONTAINERS.get(container.format.name)
         except (av.error.FFmpegError, OSError, ValueError):
             kind = None

@@ -52,17 +52,17 @@ def sniff_container(head: bytes) -> str:
     raise ContentError(f"not a video file (starts with {head[:12]!r})")
 
 
-def _sniff_file(path: Path) -> str:
+def sniff_file(path: Path) -> str:
     with open(path, "rb") as f:
         return sniff_container(f.read(4096))
 
 
-def _decode_check(path: Path) -> None:
+def decode_check(path: Path) -> None:
     """Open with PyAV and decode one video frame; raise ContentError if that fails."""
     import av  # heavy; only needed once a file has arrived
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), metadata_errors="replace") as container:
             stream = next((s for s in container.streams if s.type == "video"), None)
             if stream is None:
                 raise ContentError("no video stream in the file")
@@ -73,7 +73,7 @@ def _decode_check(path: Path) -> None:
     raise ContentError("no decodable video frame")
 
 
-def _convert_to_mp4(src: Path, dst: Path, kind: str) -> None:
+def convert_to_mp4(src: Path, dst: Path, kind: str) -> None:
     """Re-encode the video stream of ``src`` (swf, flv, webm, ...) as an mp4 at ``dst``.
 
     Every decoded frame is kept in order at the source frame rate, because WLASL's
@@ -84,7 +84,7 @@ def _convert_to_mp4(src: Path, dst: Path, kind: str) -> None:
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
     frames = 0
     try:
-        with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4") as out:
+        with av.open(str(src), metadata_errors="replace") as inp, av.open(str(dst), "w", format="mp4") as out:
             vin = next((s for s in inp.streams if s.type == "video"), None)
             if vin is None:
                 raise ContentError(f"could not convert {kind} to mp4 (no video stream)")
@@ -128,13 +128,13 @@ def finalize(downloaded: Path, final: Path) -> tuple[int, str]:
     """
     converted = final.with_name(final.name + ".conv.part")
     try:
-        kind = _sniff_file(downloaded)
+        kind = sniff_file(downloaded)
         if kind in _KEEP_AS_IS:
-            _decode_check(downloaded)
+            decode_check(downloaded)
             ready = downloaded
         else:
-            _convert_to_mp4(downloaded, converted, kind)
-            _decode_check(converted)
+            convert_to_mp4(downloaded, converted, kind)
+            decode_check(converted)
             ready = converted
         size, sha = ready.stat().st_size, file_sha256(ready)
         os.replace(ready, final)
@@ -160,8 +160,8 @@ def place_copy(src: Path, dst: Path) -> None:
 def adopt(final: Path) -> tuple[int, str] | None:
     """Accept a clip file the manifest does not know (a run killed after the move)."""
     try:
-        if _sniff_file(final) in _KEEP_AS_IS:
-            _decode_check(final)
+        if sniff_file(final) in _KEEP_AS_IS:
+            decode_check(final)
             return final.stat().st_size, file_sha256(final)
     except ContentError:
         pass

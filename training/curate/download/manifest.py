@@ -31,6 +31,8 @@ class ManifestRecord:
     time: str  # when the outcome was recorded, ISO 8601 UTC
     attempts: int  # HTTP attempts made this time (0: adopted file, skipped, or host given up)
     source: str  # WLASL source site, for the per-source summary
+    # "download", or "imported" for a file brought in by `python -m training.curate import`.
+    origin: str = "download"
 
 
 def read_manifest(path: str | Path) -> dict[str, ManifestRecord]:
@@ -50,7 +52,7 @@ def read_manifest(path: str | Path) -> dict[str, ManifestRecord]:
                 continue
             try:
                 raw = json.loads(line)
-                record = ManifestRecord(**{k: raw[k] for k in fields})
+                record = ManifestRecord(**{k: raw[k] for k in fields if k in raw})
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 logger.warning("%s:%d: ignoring unreadable manifest line (%s)", path, n, e)
                 continue
