@@ -122,7 +122,7 @@ def main() -> None:
     print("| run | succeeded | p50 s | p95 s | max s | calls/s | server RSS MB before -> after |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     print(f"| one client alone (lower bound) | {len(single)}/{args.requests} | {statistics.median(single):.2f} | "
-          f"{statistics.quantiles(single, n=20, method="inclusive")[18]:.2f} | {max(single):.2f} | {len(single) / sum(single):.1f} | - |")
+          f"{statistics.quantiles(single, n=20, method='inclusive')[18]:.2f} | {max(single):.2f} | {len(single) / sum(single):.1f} | - |")
     print(f"| {args.clients} clients at once | {len(latencies)}/{total} | {q[9]:.2f} | {q[18]:.2f} | "
           f"{max(latencies, default=0):.2f} | {len(latencies) / wall:.1f} | {rss_before:.0f} -> {rss_after:.0f} |")
     for kind, count in failures.most_common():
