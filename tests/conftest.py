@@ -87,6 +87,20 @@ def loading_engine(tiny_model_dir, monkeypatch):
     loading.close()
 
 
+def http_get(url: str) -> tuple[int, str]:
+    """(status, body) of a GET; (0, "") while nothing listens there yet."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except urllib.error.URLError:
+        return 0, ""
+
+
 def free_port() -> int:
     import socket
 

@@ -7,15 +7,13 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import gradio as gr
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from conftest import ROOT, free_port, tiny_config
+from conftest import ROOT, free_port, http_get, tiny_config
 from media import write_video
 from webapp.access import ADMINS_ONLY, choose_access
 from webapp.users import Users, UsersError
@@ -80,16 +78,6 @@ def _endpoints(client: Client) -> set[str]:
     return {name.lstrip("/") for name in client.view_api(print_info=False, return_format="dict")["named_endpoints"]}
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except urllib.error.URLError:
-        return 0, ""  # not listening yet
-
-
 def test_public_server_recognizes_and_offers_nothing_else(tiny_model_dir, tmp_path):
     """`SIGNLENS_PUBLIC=1 python app.py`: what a Space gets without users."""
     port = free_port()
@@ -101,20 +89,20 @@ def test_public_server_recognizes_and_offers_nothing_else(tiny_model_dir, tmp_pa
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
-        while time.time() < deadline and _get(f"{url}/readyz")[0] != 200:
+        while time.time() < deadline and http_get(f"{url}/readyz")[0] != 200:
             assert server.poll() is None, server.stderr.read()[-2000:]
             time.sleep(0.5)
-        assert _get(f"{url}/healthz") == (200, "ok")
-        status, body = _get(f"{url}/readyz")
+        assert http_get(f"{url}/healthz") == (200, "ok")
+        status, body = http_get(f"{url}/readyz")
         assert status == 200 and json.loads(body)["state"] == "ready"
         client = Client(url, verbose=False)
         assert _endpoints(client) == RECOGNITION  # no curate_* or finetune_* endpoint exists
         clip = write_video(tmp_path / "sign.mp4", 20)
         assert client.predict(handle_file(str(clip)), 0, 0, api_name="/recognize")["file"] == "sign.mp4"
-        config = _get(f"{url}/config")[1]
+        config = http_get(f"{url}/config")[1]
         assert '"Curate"' not in config and "Fine-tune" not in config and "--auth users.txt" in config
         assert str(ROOT) not in config and str(tmp_path) not in config  # no server paths in the page
-        metrics = _get(f"{url}/metrics")[1]
+        metrics = http_get(f"{url}/metrics")[1]
         assert 'signlens_requests_total{endpoint="recognize",outcome="ok"} 1.0' in metrics
         assert 'signlens_model_state{state="ready"} 1.0' in metrics and "signlens_queue_depth" in metrics
     finally:

@@ -10,26 +10,14 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, http_get
 from media import write_video
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except urllib.error.URLError:
-        return 0, ""
 
 
 def launch(engine, tmp_path, **server):
@@ -47,14 +35,14 @@ def test_readiness_follows_the_model(loading_engine, tmp_path):
     app = launch(engine, tmp_path)
     url = app.local_url.rstrip("/")
     try:
-        assert get(f"{url}/healthz") == (200, "ok")  # the process answers while the model loads
-        status, body = get(f"{url}/readyz")
+        assert http_get(f"{url}/healthz") == (200, "ok")  # the process answers while the model loads
+        status, body = http_get(f"{url}/readyz")
         assert status == 503 and json.loads(body)["state"] in ("idle", "loading")
         release.set()
         deadline = time.time() + 60
-        while get(f"{url}/readyz")[0] != 200 and time.time() < deadline:
+        while http_get(f"{url}/readyz")[0] != 200 and time.time() < deadline:
             time.sleep(0.2)
-        status, body = get(f"{url}/readyz")
+        status, body = http_get(f"{url}/readyz")
         assert status == 200 and json.loads(body)["state"] == "ready"
         assert str(ROOT) not in body and str(tmp_path) not in body
     finally:
@@ -78,14 +66,14 @@ def test_rate_limit_refuses_with_when_to_retry_and_logs_each_request(tiny_engine
         with pytest.raises(AppError, match=r"^Too many requests from you \(2 per 1 minute\): try again in \d+ s\.$"):
             client.predict(clip, 0, 0, api_name="/recognize")
         assert client.predict(api_name="/model_info")["state"] == "ready"  # status is not rate-limited
-        metrics = get(f"{app.local_url.rstrip('/')}/metrics")[1]
+        metrics = http_get(f"{app.local_url.rstrip('/')}/metrics")[1]
         assert 'signlens_requests_total{endpoint="recognize",outcome="ok"} 2.0' in metrics
         assert 'signlens_requests_total{endpoint="recognize",outcome="refused"} 1.0' in metrics
     finally:
         app.close()
         logger.removeHandler(handler)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    recognize = [line for line in lines if line.get("endpoint") == "recognize"]
+    recognize = [line for line in lines if line.http_get("endpoint") == "recognize"]
     assert [line["outcome"] for line in recognize] == ["ok", "ok", "refused"]
     ids = [line["request_id"] for line in recognize]
     assert len(set(ids)) == 3 and all(len(i) == 12 for i in ids)  # one id per request
@@ -121,7 +109,7 @@ def test_a_server_killed_while_writing_restarts_with_readable_data_and_no_leftov
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 180
-        while get(f"{url}/readyz")[0] != 200:
+        while http_get(f"{url}/readyz")[0] != 200:
             assert process.poll() is None and time.time() < deadline, process.stderr.read()[-2000:]
             time.sleep(0.3)
         return process, url
