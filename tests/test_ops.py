@@ -73,7 +73,7 @@ def test_rate_limit_refuses_with_when_to_retry_and_logs_each_request(tiny_engine
         app.close()
         logger.removeHandler(handler)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    recognize = [line for line in lines if line.http_get("endpoint") == "recognize"]
+    recognize = [line for line in lines if line.get("endpoint") == "recognize"]
     assert [line["outcome"] for line in recognize] == ["ok", "ok", "refused"]
     ids = [line["request_id"] for line in recognize]
     assert len(set(ids)) == 3 and all(len(i) == 12 for i in ids)  # one id per request
