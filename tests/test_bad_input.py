@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import struct
 import tempfile
 import urllib.request
@@ -156,7 +157,14 @@ def test_the_corpus_gets_one_sentence_each_and_leaves_nothing(webapp_server, tmp
 
     url = webapp_server.url
     layout = webapp_server.layout
-    write_gesture_dataset(layout.datasets / "gestures", train_per_class=1, test_per_class=1)
+    dataset = write_gesture_dataset(layout.datasets / "gestures", train_per_class=1, test_per_class=1)
+    try:
+        _send_the_corpus(url, layout, tmp_path)
+    finally:  # the server is shared with other tests: leave its data as it was
+        shutil.rmtree(dataset)
+
+
+def _send_the_corpus(url, layout, tmp_path) -> None:
     client = Client(url, verbose=False)
     gradio_tmp = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
     stray_before = {p.name for p in gradio_tmp.glob("tmp*") if p.is_file()}
