@@ -167,3 +167,16 @@ def test_finetune_lists_follow_the_data_and_say_what_is_missing(browser, webapp_
     page.get_by_role("tab", name="Fine-tune").click()
     shoot(page, "finetune.png")
     page.close()
+
+
+def test_an_output_keeps_the_sentence_of_its_error(browser, webapp_server):
+    """Item 12: after a refusal, the output's badge says what went wrong, not a bare "Error"."""
+    page = browser.new_page()
+    page.goto(webapp_server.url, wait_until="load")
+    page.get_by_role("tab", name="Upload").click()
+    page.get_by_role("button", name="Recognize").click()  # nothing dropped
+    badges = page.locator("[data-testid='status-tracker'] span.error")
+    wait_until(lambda: badges.count() > 0 and "Drop a clip or an image first." in badges.first.inner_text(),
+               "the badge carries the sentence")
+    assert all(text.startswith("Error: ") for text in badges.all_inner_texts())
+    page.close()

@@ -13,6 +13,8 @@ Passed to `launch()` (Gradio 6 takes css/head there):
 - The streaming webcam's start button shows "Record" but Gradio 6.31 names it "capture
   photo" for assistive technology; its name is set to what it does, with the visible word
   in it (WCAG 2.5.3, label in name).
+- After a refusal Gradio leaves a bare "Error" badge on each output once its toast has
+  gone; the badge is given the toast's sentence, so what went wrong stays on the page.
 """
 
 from __future__ import annotations
@@ -40,12 +42,21 @@ HEAD = """
 <script>
 (() => {
   const names = {"Record": "Record: stream the camera to the recognizer", "Stop": "Stop streaming the camera"};
+  let lastError = "";
   const fix = () => {
     const announcer = document.getElementById("live-announce");
     if (announcer && announcer.getAttribute("aria-live") !== "polite") {
       announcer.setAttribute("role", "status");
       announcer.setAttribute("aria-live", "polite");
       announcer.setAttribute("aria-atomic", "true");
+    }
+    const toasts = document.querySelectorAll("[data-testid='toast-text']");
+    if (toasts.length) lastError = toasts[toasts.length - 1].textContent.trim();
+    if (lastError) {
+      document.querySelectorAll("[data-testid='status-tracker'] span.error").forEach((badge) => {
+        const text = `Error: ${lastError}`;
+        if (badge.textContent !== text) { badge.textContent = text; badge.title = lastError; }
+      });
     }
     document.querySelectorAll("#live-camera button[aria-label]").forEach((button) => {
       const shown = button.textContent.trim();
