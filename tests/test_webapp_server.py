@@ -94,6 +94,7 @@ def test_too_large_is_refused_and_the_server_still_answers(client, files, webapp
     with pytest.raises(urllib.error.HTTPError) as http:
         urllib.request.urlopen(request, timeout=30)
     assert http.value.code == 413
+    assert json.loads(http.value.read()) == {"detail": "That file is larger than the 1 MB this server accepts."}
     # After all of that, the server still works.
     assert client.predict(handle_file(files["good"]), 0, 0, api_name="/recognize")["gloss"]
     assert client.predict(api_name="/model_info")["state"] == "ready"

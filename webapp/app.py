@@ -23,7 +23,7 @@ from webapp.access import HOW_TO_ENABLE, LOCAL, Access
 from webapp import a11y
 from webapp.api import build_api
 from webapp.common import UNEXPECTED
-from webapp.ops import RateLimit, Telemetry, add_routes
+from webapp.ops import RateLimit, Telemetry, add_routes, plain_413
 from webapp.settings import ServerConfig, load_server_config
 from webapp.curate_tab import build_curate_tab
 from webapp.finetune_tab import build_finetune_tab
@@ -168,4 +168,5 @@ def serve(
         head=a11y.HEAD,
     )
     add_routes(app, engine, app.telemetry)
+    plain_413(app, engine.config.limits.max_file_mb)
     return app

@@ -123,6 +123,34 @@ def add_routes(blocks: gr.Blocks, engine: Engine, telemetry: Telemetry) -> None:
         blocks.server_app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False)
 
 
+def plain_413(blocks: gr.Blocks, max_mb: float) -> None:
+    """Gradio answers a too-large upload with its limit in bytes; say it in MB, as a sentence.
+
+    Wraps the launched server's ASGI stack: only a 413 from an upload route is rewritten.
+    """
+    inner = blocks.server_app.middleware_stack
+    body = json.dumps({"detail": f"That file is larger than the {max_mb:g} MB this server accepts."}).encode()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].endswith("/upload"):
+            return await inner(scope, receive, send)
+        replaced = False
+
+        async def reply(message):
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                replaced = True
+                headers = [(k, v) for k, v in message["headers"] if k.lower() != b"content-length"]
+                await send({**message, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+            elif not replaced:
+                await send(message)
+
+        await inner(scope, receive, reply)
+
+    blocks.server_app.middleware_stack = app
+
+
 class RateLimit:
     """Per-client limits on the recognition endpoints (the `limits` library, moving window, in memory)."""
 
