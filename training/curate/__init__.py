@@ -2,6 +2,7 @@
 
     wlasl.py       WLASL v0.3 metadata: load, filter, signer-independent splits
     download/      the resumable, polite downloader (runner, fetch, files, manifest)
+    importer.py    WLASL videos people already have, brought in by video id
     edits.py       a curator's relabels and exclusions of WLASL clips
     userdata.py    the user's own clips (Upload/Live corrections, Curate recordings)
     plan.py        which clips a DatasetConfig selects

@@ -5,6 +5,7 @@
     collator.py    ClipCollator: batches built with the engine's own prompt code
     evaluate.py    evaluate(): base vs adapter report (top-1/top-5, confusions, latency)
     metrics.py     the metrics, pure functions
+    records.py     the published results a report is shown beside (assets/wlasl/records.yml)
     run_folder.py  the files a run writes, and their readers
     runs.py        RunManager: runs and evaluations as background processes
 
