@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ADAPTER_NAME = "signlens"
-
 
 @dataclass(frozen=True)
 class Prediction:

@@ -108,6 +108,11 @@ def test_paths_and_ids_cannot_leave_the_data_root(curator):
         curator.relabel("wlasl:..\\x", "book")
     with pytest.raises(DatasetError, match="listed glossaries"):
         curator.config("/etc/passwd", *SELECTION[1:])
+    for action in (lambda: curator.relabel("wlasl:69241", "drink", "/etc/passwd"),
+                   lambda: curator.add(__file__, "drink", "/etc/passwd")):
+        with pytest.raises(DatasetError, match="^Choose one of the listed glossaries.$"):
+            action()  # no server file is read as a glossary...
+    assert curator.curation.plan().clips and not curator.layout.edits.exists()  # ...and nothing was written
     for name in ("../x", "/tmp/x", ".hidden"):
         with pytest.raises(DatasetError):
             curator.export(name)

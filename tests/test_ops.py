@@ -66,6 +66,10 @@ def test_rate_limit_refuses_with_when_to_retry_and_logs_each_request(tiny_engine
         with pytest.raises(AppError, match=r"^Too many requests from you \(2 per 1 minute\): try again in \d+ s\.$"):
             client.predict(clip, 0, 0, api_name="/recognize")
         assert client.predict(api_name="/model_info")["state"] == "ready"  # status is not rate-limited
+        with pytest.raises(AppError, match="Too many requests"):  # a batch counts each clip
+            client.predict([clip], 0, 0, api_name="/recognize_batch")
+        with pytest.raises(AppError, match=r"^Send at most 16 clips in one call; this one had 17\.$"):
+            client.predict([clip] * 17, 0, 0, api_name="/recognize_batch")
         metrics = http_get(f"{app.local_url.rstrip('/')}/metrics")[1]
         assert 'signlens_requests_total{endpoint="recognize",outcome="ok"} 2.0' in metrics
         assert 'signlens_requests_total{endpoint="recognize",outcome="refused"} 1.0' in metrics

@@ -26,6 +26,11 @@ from webapp.samples import signer_frames
 FPS = 10
 
 
+# Saving a clip is an admin's action: Gradio passes the caller's request first (webapp/access.py);
+# a local server lets anyone, so no login is needed.
+LOCAL_CALLER = None
+
+
 def event(app: gr.Blocks, api_name: str):
     """The Python function behind the event with this api_name."""
     return next(f.fn for f in app.fns.values() if f.api_name == api_name)
@@ -92,18 +97,18 @@ def test_upload_many_keeps_going_and_a_single_bad_file_is_one_sentence(app, clip
 def test_correct_this_saves_the_clip_with_a_manifest_line(app, clips):
     blocks, layout = app
     entries, *_ = event(blocks, "upload_recognize")([str(clips[0])], 0, 0)
-    message = event(blocks, "upload_correct")(entries, "sign.mp4", "hello")
+    message = event(blocks, "upload_correct")(LOCAL_CALLER, entries, "sign.mp4", "hello")
     assert "hello" in message and "not in the model's vocabulary" in message  # as Curate's glossary note
-    assert "already saved" in event(blocks, "upload_correct")(entries, "sign.mp4", "hello")  # no second copy
+    assert "already saved" in event(blocks, "upload_correct")(LOCAL_CALLER, entries, "sign.mp4", "hello")  # no second copy
     [record] = [c for c in read_clips(layout) if c.gloss == "hello"]
     assert record.source == "upload" and record.predicted == entries[0]["top"][0][0]
     assert (layout.root / record.clip).read_bytes() == clips[0].read_bytes()
     line = layout.user_manifest.read_text().splitlines()[-1]
     assert json.loads(line)["gloss"] == "hello"
     with pytest.raises(gr.Error, match="Choose the gloss"):
-        event(blocks, "upload_correct")(entries, "sign.mp4", "")
+        event(blocks, "upload_correct")(LOCAL_CALLER, entries, "sign.mp4", "")
     with pytest.raises(gr.Error, match="Recognize a clip first"):
-        event(blocks, "upload_correct")([], None, "hello")
+        event(blocks, "upload_correct")(LOCAL_CALLER, [], None, "hello")
 
 
 class RecordingEngine:
@@ -185,15 +190,15 @@ def test_live_pick_another_guess_sentence_and_clear(tiny_engine, tmp_path):
     assert transcript[0][0].startswith(second.upper()) and transcript[0][1] == "sure" and right == second
     assert isinstance(event(blocks, "live_sentence")(session), str)
     # Correct this: the frames the model saw become a clip in the user data.
-    message = event(blocks, "live_correct")(session, 0, "thank-you")
+    message = event(blocks, "live_correct")(LOCAL_CALLER, session, 0, "thank-you")
     assert "thank-you" in message and "not in the model's vocabulary" in message
-    again = event(blocks, "live_correct")(session, 0, "thank-you")
+    again = event(blocks, "live_correct")(LOCAL_CALLER, session, 0, "thank-you")
     assert "already saved" in again
     [record] = read_clips(DataLayout.at(tmp_path))  # one click, one clip
     assert record.source == "live" and record.gloss == "thank-you" and record.predicted == fix_guess.choices[0][1]
     assert len(tiny_engine.recognize(tmp_path / record.clip).clip.frames) == tiny_engine.config.video.frames_per_clip
     with pytest.raises(gr.Error, match="Choose the gloss"):
-        event(blocks, "live_correct")(session, 0, "")
+        event(blocks, "live_correct")(LOCAL_CALLER, session, 0, "")
     outputs = event(blocks, "live_clear")(session)
     assert outputs[1] == [] and outputs[-1] == ""
     with pytest.raises(gr.Error, match="no signs"):

@@ -48,17 +48,22 @@ class Access:
             return True
         return self.posture == "team" and self.users is not None and self.users.role(username) == "admin"
 
-    def guard(self, fn: Callable) -> Callable:
+    def guard(self, fn: Callable, *, quiet: int = 0) -> Callable:
         """`user_errors(fn)`, refused with one sentence unless the caller is an admin.
 
         The wrapper takes a `gr.Request` first (Gradio fills it in; it is not an input),
         so the check runs on the server for every call, from the page or the API alike.
+        `quiet=N` is for what the page itself calls (timers, page-load refreshes, with N
+        outputs): a non-admin's page gets its N outputs left as they are instead of a
+        refusal every tick.
         """
         handler = user_errors(fn)
 
         @functools.wraps(fn)
         def wrapper(request: gr.Request | None, *args: Any, **kwargs: Any) -> Any:
             if not self.is_admin(getattr(request, "username", None)):
+                if quiet:
+                    return gr.skip() if quiet == 1 else tuple(gr.skip() for _ in range(quiet))
                 raise gr.Error(ADMINS_ONLY, print_exception=False)
             return handler(*args, **kwargs)
 

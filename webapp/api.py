@@ -35,6 +35,10 @@ from webapp.ops import RateLimit
 from webapp.status import public_status
 
 
+# Clips in one /recognize_batch call: each is seconds of model work on a CPU.
+MAX_BATCH = 16
+
+
 def build_api(engine: Engine, rate_limit: RateLimit) -> None:
     """Add the API endpoints; call inside the app's `gr.Blocks`."""
     with gr.Column(visible=False):
@@ -60,7 +64,9 @@ def build_api(engine: Engine, rate_limit: RateLimit) -> None:
     def recognize_batch(clips: list[str] | None, start_s: float | None = 0, end_s: float | None = 0,
                         request: gr.Request = None) -> list[dict[str, Any]]:
         """Recognize each clip; a bad one gets {"file", "error"} and the others go on."""
-        rate_limit.check(request)
+        if clips and len(clips) > MAX_BATCH:
+            raise SignLensError(f"Send at most {MAX_BATCH} clips in one call; this one had {len(clips)}.")
+        rate_limit.check(request, cost=len(clips or []))  # each clip is a model call
         out = []
         for path in clips or []:
             try:

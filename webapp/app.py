@@ -101,9 +101,9 @@ def build_app(engine: Engine, *, layout: DataLayout, access: Access = LOCAL,
         timer = gr.Timer(1.0)
         with gr.Tabs():
             with gr.Tab("Live", id="live"):
-                build_live_tab(engine, live_config, layout=layout)
+                build_live_tab(engine, live_config, layout=layout, rate_limit=rate_limit, access=access)
             with gr.Tab("Upload", id="upload"):
-                build_upload_tab(engine, layout=layout, rate_limit=rate_limit)
+                build_upload_tab(engine, layout=layout, rate_limit=rate_limit, access=access)
             if access.curation:
                 with gr.Tab("Curate", id="curate") as curate:
                     build_curate_tab(engine, layout, access=access)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -107,13 +109,15 @@ class Curator:
 
     def preview(self, ref: str) -> tuple[str | None, str]:
         path, about = self.curation.preview(ref)
-        return (str(path) if path else None), about
+        return (self._servable(path) if path else None), about
 
     def relabel(self, ref: str, gloss: str | None, glossary: str | None = None) -> str:
+        glossary = self._listed(glossary)
         message = self.curation.relabel(ref, gloss)
-        return message + self.curation.outside_glossary((gloss or "").strip(), glossary or "")
+        return message + self.curation.outside_glossary((gloss or "").strip(), glossary)
 
     def add(self, video: str | None, gloss: str | None, glossary: str | None = None) -> str:
+        glossary = self._listed(glossary)
         record = self.curation.add(video, gloss)
         return f"Added user:{record.id} as **{record.gloss}**." + self.curation.outside_glossary(record.gloss, glossary or "")
 
@@ -160,7 +164,29 @@ class Curator:
         return gr.Dropdown(choices=names, value=value if value in names else (names[-1] if names else None)), names
 
     def export(self, name: str | None) -> str:
-        return str(self.curation.export(name))
+        return self._servable(self.curation.export(name))
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _listed(self, glossary: str | None) -> str:
+        """One of the picker's glossaries, checked before anything is written (never any other file)."""
+        if (glossary or "") not in {value for _, value in self.glossaries}:
+            raise DatasetError("Choose one of the listed glossaries.")
+        return glossary or ""
+
+    def _servable(self, path: Path) -> str:
+        """A file Gradio may copy into its cache and serve (the data root is never a static path).
+
+        Gradio copies what a handler returns only from the working directory or the temp
+        folder; a data root elsewhere gets a copy in this tab's own temp folder first (one
+        per name, overwritten, so it does not grow).
+        """
+        path = Path(path).resolve()
+        if any(path.is_relative_to(Path(root).resolve()) for root in (os.getcwd(), tempfile.gettempdir())):
+            return str(path)
+        copy = self._plots / path.name
+        shutil.copyfile(path, copy)
+        return str(copy)
 
 
 def _clip_row(clip: PlannedClip) -> list[Any]:
@@ -184,9 +210,6 @@ def build_curate_tab(engine: Any, layout: DataLayout, *, access: Access = LOCAL,
     if vocabulary.parent == project_path(GLOSSARY_DIR).resolve():
         base = dataclasses.replace(base, glossary=f"{GLOSSARY_DIR}/{vocabulary.name}")
     curator = Curator(layout, base=base, engine_config=engine_config, download_config=download_config)
-    # Clips, previews and exports are served from where they are (no copy into Gradio's
-    # cache, whatever the data root's location); only these folders, never the whole root.
-    gr.set_static_paths([layout.clip_cache, layout.user_clips, layout.exports])
     base = curator.base
     errors = access.guard  # one sentence per error, and admins only (checked on every call)
     try:  # the glosses to search and label with, and the sites; "Show stats" refreshes them
@@ -278,14 +301,16 @@ def build_curate_tab(engine: Any, layout: DataLayout, *, access: Access = LOCAL,
     start_import.click(errors(curator.start_import), import_folder, job, api_name="curate_import_start")
     start_build.click(errors(curator.start_build), [name, *selection], job, api_name="curate_build_start")
     stop.click(errors(curator.stop), None, job, api_name="curate_stop", queue=False)
-    timer.tick(errors(curator.job_status), None, job, api_name="curate_job_status", queue=False, show_progress="hidden")
+    timer.tick(access.guard(curator.job_status, quiet=1), None, job, api_name="curate_job_status", queue=False,
+               show_progress="hidden")
     refresh_built.click(errors(curator.datasets), None, built, api_name="curate_datasets")
     export.click(errors(curator.export), built, exported, api_name="curate_export")
     # Lists that follow the data: the built datasets on page load and when a build finishes
     # (the timer ticks anyway); a clip added is cleared from the form, so a second click
     # cannot add it twice.
     built_names = gr.State(None)
-    gr.on([timer.tick, current_blocks().load], errors(curator.datasets_if_changed), [built_names, built], [built, built_names],
+    gr.on([timer.tick, current_blocks().load], access.guard(curator.datasets_if_changed, quiet=2), [built_names, built],
+          [built, built_names],
           api_name="curate_datasets_watch", api_visibility="private", queue=False, show_progress="hidden")
     add_done.success(lambda: (None, None), None, [recording, add_gloss], api_name="curate_add_clear",
                      api_visibility="private", queue=False)

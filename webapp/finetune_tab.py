@@ -31,6 +31,7 @@ from training.finetune.run_folder import RunFolder, read_json
 from training.finetune.runs import RunInfo, RunManager, check_name
 from training.layout import DataLayout
 from webapp.access import LOCAL, Access
+from webapp.status import public_text
 from webapp.common import current_blocks
 
 ADAPTER_COLUMNS = ["run", "dataset", "steps", "train loss", "samples/s", "top-1", "top-5", "base top-1", "active"]
@@ -130,7 +131,7 @@ class FineTuner:
             state = info.state if job.running else job.state  # starting (loading the model) / running / cancelling
             head = f"**Training {job.run}: {state}**, {progress}" + (
                 f", loss {losses[-1][1]:.4g}" if losses else "") + f", {job.elapsed_s:.0f} s"
-        return head + (f"  \n{job.message}" if job.message and job.state in ("failed", "cancelled") else "")
+        return head + (f"  \n{public_text(job.message)}" if job.message and job.state in ("failed", "cancelled") else "")
 
     def loss_plot(self, run: str | None):
         import pandas as pd
@@ -217,7 +218,7 @@ class FineTuner:
         plot = self.loss_plot(run) if "plot" in changed else skip
         table, choices = self.adapters(runs) if "adapters" in changed else (skip, skip)
         report, confusion = self.report(adapter) if "report" in changed else (skip, skip)
-        log = self.manager.log_tail(run, LOG_LINES) if run else ""
+        log = public_text(self.manager.log_tail(run, LOG_LINES)) if run else ""  # no server paths on the page
         return self.job_status(), log, plot, table, choices, report, confusion, self.active(), seen
 
     def _run_choices(self, value: str | None = None):
@@ -329,7 +330,8 @@ def build_finetune_tab(engine: Any, layout: DataLayout, *, access: Access = LOCA
         return (evt.row_value or [""])[0]
 
     watched = [job, log, plot, table, adapter, report, confusion, active, seen]
-    poll = dict(fn=errors(tuner.tick), inputs=[run, adapter, seen], outputs=watched, show_progress="hidden", queue=False)
+    poll = dict(fn=access.guard(tuner.tick, quiet=len(watched)), inputs=[run, adapter, seen], outputs=watched,
+                show_progress="hidden", queue=False)
     start.click(errors(tuner.start), [dataset, run_name, epochs, max_steps, learning_rate, lora_r, train_projector,
                                       logging_steps], [job, run], api_name="finetune_start")
     cancel.click(errors(tuner.cancel), None, job, api_name="finetune_cancel", queue=False)
@@ -347,8 +349,9 @@ def build_finetune_tab(engine: Any, layout: DataLayout, *, access: Access = LOCA
     # The dataset list follows the data (page load; a build finishing while the page is open),
     # and the chosen dataset's missing splits are said before training.
     dataset_names = gr.State(None)
-    gr.on([timer.tick, current_blocks().load], errors(tuner.datasets_if_changed), [dataset_names, dataset], [dataset, dataset_names],
+    gr.on([timer.tick, current_blocks().load], access.guard(tuner.datasets_if_changed, quiet=2), [dataset_names, dataset],
+          [dataset, dataset_names],
           api_name="finetune_datasets_watch", api_visibility="private", queue=False, show_progress="hidden")
-    dataset.change(errors(tuner.dataset_note), dataset, split_note, api_name="finetune_dataset_note", api_visibility="private",
+    dataset.change(access.guard(tuner.dataset_note, quiet=1), dataset, split_note, api_name="finetune_dataset_note", api_visibility="private",
                    queue=False, show_progress="hidden")
     return tuner

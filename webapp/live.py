@@ -51,6 +51,8 @@ from webapp.common import (
     vocabulary_choices,
 )
 from webapp.status import toy_model_warning
+from webapp.access import LOCAL, Access
+from webapp.ops import RateLimit
 from webapp.samples import write_video
 
 PREVIEW_MIRRORED = True
@@ -80,7 +82,8 @@ def _close_session(session: LiveSession | None) -> None:
         session.close()
 
 
-def build_live_tab(engine: Engine, config: LiveConfig, *, layout: DataLayout) -> None:
+def build_live_tab(engine: Engine, config: LiveConfig, *, layout: DataLayout, rate_limit: RateLimit,
+                   access: Access = LOCAL) -> None:
     """The tab's components and events; call inside `with gr.Tab(...)`."""
     session = gr.State(None, delete_callback=_close_session)
     with gr.Row():
@@ -119,7 +122,8 @@ def build_live_tab(engine: Engine, config: LiveConfig, *, layout: DataLayout) ->
             with gr.Row():
                 fix_entry = gr.Dropdown(label="Sign (uncertain ones marked ?)", choices=[], interactive=True)
                 fix_guess = gr.Radio(label="Pick another guess", choices=[], interactive=True)
-            with gr.Accordion("Correct this", open=False) as correct_box:
+            # Saving a sign writes data: off on a public server, admins only on a team one.
+            with gr.Accordion("Correct this", open=False, visible=access.curation) as correct_box:
                 gr.Markdown(f"None of the guesses? Save the sign under the right gloss for the Curate tab (the last {LiveRecognizer.KEEP_FRAMES} signs can be saved).")
                 with gr.Row():
                     # No value until a sign is chosen (a Dropdown without one starts on its first
@@ -197,12 +201,13 @@ def build_live_tab(engine: Engine, config: LiveConfig, *, layout: DataLayout) ->
         return _transcript(list(live.recognizer.transcript), config.uncertain_below, live.recognizer.pending), gloss
 
     @user_errors
-    def make_sentence(live: LiveSession | None) -> str:
+    def make_sentence(live: LiveSession | None, request: gr.Request = None) -> str:
+        rate_limit.check(request)
         text = engine.sentence(live.recognizer.glosses() if live else [])
         warning = toy_model_warning(engine.status())
         return f"{text}\n\n({warning})" if warning and text else text
 
-    @user_errors
+    @access.guard
     def save_sign(live: LiveSession | None, index: int | None, gloss: str | None) -> str:
         if live is None or index is None:
             raise SignLensError("Sign something first, then choose the sign to save.")

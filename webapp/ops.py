@@ -162,13 +162,13 @@ class RateLimit:
         self.items = parse_many(spec) if spec else []
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
 
-    def check(self, request: gr.Request | None) -> None:
-        """Count one call of this client; refuse it with a sentence saying when to retry."""
+    def check(self, request: gr.Request | None, cost: int = 1) -> None:
+        """Count `cost` calls (one per clip) of this client; refuse with a sentence saying when to retry."""
         if not self.items:
             return
         client = client_key(request)
         for item in self.items:
-            if not self.limiter.hit(item, client):
+            if not self.limiter.hit(item, client, cost=max(1, cost)):
                 wait = max(1, round(self.limiter.get_window_stats(item, client).reset_time - time.time()))
                 raise gr.Error(f"Too many requests from you ({item}): try again in {wait} s.", print_exception=False)
 

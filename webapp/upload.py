@@ -15,6 +15,8 @@ import gradio as gr
 from engine import Engine, ModelNotReadyError, SignLensError, project_path
 from training.curate.userdata import add_clip
 from training.layout import DataLayout
+from webapp.access import LOCAL, Access
+from webapp.api import MAX_BATCH
 from webapp.ops import RateLimit
 from webapp.common import (
     MODEL_CONCURRENCY,
@@ -35,7 +37,7 @@ FILE_TYPES = ["video", "image", ".mp4", ".webm", ".mov", ".avi", ".mkv"]
 TABLE_HEADERS = ["file", "gloss", "confidence", "2nd", "3rd", "ms", "error"]
 
 
-def build_upload_tab(engine: Engine, *, layout: DataLayout, rate_limit: RateLimit) -> None:
+def build_upload_tab(engine: Engine, *, layout: DataLayout, rate_limit: RateLimit, access: Access = LOCAL) -> None:
     """The tab's components and events; call inside `with gr.Tab(...)`."""
     # One entry per file of the last run: name, path, top predictions, thumbnails, timings.
     results = gr.State([])
@@ -58,7 +60,8 @@ def build_upload_tab(engine: Engine, *, layout: DataLayout, rate_limit: RateLimi
             timings = gr.Markdown()
             gallery = gr.Gallery(label="Frames the model saw", elem_id="upload-frames", columns=4, height="auto", format="jpeg")
     table = gr.Dataframe(headers=TABLE_HEADERS, elem_id="upload-table", label="All files", interactive=False, visible=False, wrap=True)
-    with gr.Accordion("Correct this", open=False) as correct_box:
+    # Saving a clip writes data: off on a public server, admins only on a team one.
+    with gr.Accordion("Correct this", open=False, visible=access.curation) as correct_box:
         gr.Markdown("Wrong answer? Pick the right gloss: the clip is saved to your data for the Curate tab to review.")
         with gr.Row():
             which = gr.Dropdown(label="File", choices=[], interactive=True)
@@ -78,8 +81,10 @@ def build_upload_tab(engine: Engine, *, layout: DataLayout, rate_limit: RateLimi
     @user_errors
     def recognize(paths: list[str] | None, start_s: float | None, end_s: float | None, request: gr.Request = None,
                   progress=gr.Progress()):
-        rate_limit.check(request)
         paths = list(paths or [])
+        if len(paths) > MAX_BATCH:
+            raise SignLensError(f"Drop at most {MAX_BATCH} files at a time; these were {len(paths)}.")
+        rate_limit.check(request, cost=len(paths))  # each file is a model call
         if not paths:
             raise SignLensError("Drop a clip or an image first.")
         entries: list[dict[str, Any]] = []
@@ -125,7 +130,7 @@ def build_upload_tab(engine: Engine, *, layout: DataLayout, rate_limit: RateLimi
             return (gr.skip(),) * (len(shown) + 1)
         return (*_show(entries[row]), entries[row]["name"])
 
-    @user_errors
+    @access.guard
     def correct(entries: list[dict[str, Any]], name: str | None, right: str | None) -> str:
         entry = next((e for e in entries if e["name"] == name and not e["error"]), None)
         if entry is None:

@@ -76,8 +76,7 @@ def prepare_clip(
     Raises ``engine.errors.ClipError`` (one sentence) for a source that cannot be used;
     ``target`` appears, atomically, only when the whole span was written.
     """
-    from engine.errors import ClipError
-    from engine.video import load_clip
+    from engine import ClipError, load_clip
 
     limits = limits or source_limits()
     probe = load_clip(source, num_frames=1, limits=limits, frame_start=frame_start, frame_end=frame_end)

@@ -9,7 +9,7 @@ The edits live in one small JSON file under the data root,
 rewritten whole through a temp file and ``os.replace`` (a crash leaves the old or the
 new file, never half of one) and applied to the instances before any filter, so a
 relabelled clip shows up, and is built, under its new gloss. The user's own clips are
-edited through ``training.userdata`` instead.
+edited through ``training.curate.userdata`` instead.
 """
 
 from __future__ import annotations

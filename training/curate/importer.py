@@ -92,7 +92,8 @@ def import_videos(folder: str | Path, layout: DataLayout, instances: Instances, 
             try:
                 placed = _place(path, target, manifest.get(video_id))
             except ContentError as exc:
-                report.broken.append((name, str(exc)))
+                # The reason without the decoder's details, which name the file's full path.
+                report.broken.append((name, str(exc).split(" (")[0]))
                 continue
             (report.imported if placed else report.present).append(video_id)
             previous = manifest.get(video_id)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine import SignLensError
-from training.errors import JobBusy
+from training.errors import Cancelled, JobBusy
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ class BackgroundJob:
                 message = message.message
         except SignLensError as exc:  # the user's to fix: its message is the sentence to show
             message, state = str(exc), "stopped" if cancel.is_set() else "failed"
+        except Cancelled:  # the task noticed the stop flag: nothing went wrong
+            message, state = f"The {self._name} was stopped; what it finished is kept.", "stopped"
         except Exception:  # a bug: the traceback goes to the log, one sentence to the UI
             log.exception("background %s failed", self._name)
             message, state = f"The {self._name} failed unexpectedly; the server log has the details.", "failed"

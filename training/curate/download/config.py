@@ -1,7 +1,7 @@
 """The downloader's settings, in one frozen dataclass.
 
 The CLI and the web app build one, and both the fetching code and the job runner read
-it; it lives apart from ``training.download`` so that the fetching code can take it
+it; it lives apart from ``download.runner`` so that the fetching code can take it
 without importing the runner.
 """
 
