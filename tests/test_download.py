@@ -30,7 +30,7 @@ from training.errors import ContentError
 # Fast settings: the faults are local, so nothing needs real timeouts or backoff.
 FAST = DownloadConfig(workers=4, per_host=4, timeout_s=2.0, retries=2, backoff_s=0.01,
                       backoff_max_s=0.05, manifest_interval_s=0.0)
-MANIFEST_FIELDS = {"video_id", "url", "status", "bytes", "sha256", "error", "time", "attempts", "source"}
+MANIFEST_FIELDS = {"video_id", "url", "status", "bytes", "sha256", "error", "time", "attempts", "source", "origin"}
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_good_clips_are_done_and_recorded(server, clips, tmp_path):
     lines = _manifest_lines(tmp_path)
     assert {r["video_id"] for r in lines} == {"00335", "00336"}
     for r in lines:
-        assert set(r) == MANIFEST_FIELDS
+        assert set(r) == MANIFEST_FIELDS and r["origin"] == "download"
         assert r["status"] == "done" and r["attempts"] == 1 and r["error"] == ""
         data = clips["mp4"] if r["video_id"] == "00335" else clips["mp4b"]
         assert (tmp_path / f"{r['video_id']}.mp4").read_bytes() == data
