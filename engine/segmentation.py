@@ -45,7 +45,7 @@ Thresholds live in `SegmenterConfig` (defaults here, overrides in
 640x480, 10 fps: a still scene with +-12 gray levels of per-pixel noise gives energy
 0.000; one hand and forearm moving give 0.014-0.048. Real WLASL signers (480x320 down
 to 288x192) give 0.005-0.2 while signing and 0.000-0.002 at rest; small signs (finger
-movements near the face) stay under 0.01. Tune `start_threshold` up for a busy
+movements near the face) peak at 0.004-0.01. Tune `start_threshold` up for a busy
 background, down for a distant signer; `benchmarks/bench_segmentation.py` measures the
 settings on real signing.
 
@@ -79,11 +79,12 @@ class SegmenterConfig:
     # webcam noise and JPEG artefacts stay under ~10.
     pixel_delta: int = 20
     # Fraction of changed pixels that counts as the signer moving (starts a sign); camera
-    # noise stays at 0, small real signs reach 0.006-0.01.
-    start_threshold: float = 0.006
+    # noise stays at 0, real signers at rest give 0.000-0.002, small real signs (COME
+    # HERE, OR, WHO: fingers or one short flick) peak at 0.004-0.006.
+    start_threshold: float = 0.004
     # Fraction under which a frame counts as still; lower than start_threshold
     # (hysteresis) so a slow part of a sign does not end it.
-    stop_threshold: float = 0.004
+    stop_threshold: float = 0.003
     # Moving frames in a row needed to start a sign. The three-frame median already
     # needs two moving frames of three, so one flicker (a light, autofocus) starts nothing.
     start_frames: int = 1
