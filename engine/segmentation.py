@@ -28,6 +28,14 @@ cannot be compared, so a sign never spans one. Hands cannot cross the frame in a
 of a second and stop again. Two frames before, not one: a repeated frame just before a
 fast movement would otherwise make the movement look like a jump.
 
+A *return to rest* is not a sign: many signers end a sign with a hold of a second or
+more, which ends the segment, and then drop their hands, which is motion followed by
+stillness again. So the pose before a sign (the frame before it moved, shrunk to
+~20 px, where a hand is a pixel or two) is kept as the rest pose; a movement that
+starts from the hold that ended the previous sign, ends back near that rest pose, and is
+short (`return_max_seconds`), is dropped. A movement out of a hold that ends elsewhere is
+a new sign, and so is any movement that starts at rest.
+
 Energy is counted per tenth of a second (the change between two frames, scaled by
 0.1 s over the time between them): a hand moves two thirds as far between frames at
 15 fps as at 10 fps, and the thresholds should mean the same motion at any rate.
@@ -37,7 +45,7 @@ Thresholds live in `SegmenterConfig` (defaults here, overrides in
 640x480, 10 fps: a still scene with +-12 gray levels of per-pixel noise gives energy
 0.000; one hand and forearm moving give 0.014-0.048. Real WLASL signers (480x320 down
 to 288x192) give 0.005-0.2 while signing and 0.000-0.002 at rest; small signs (finger
-movements near the face) stay under 0.01. Tune `start_threshold` up for a busy
+movements near the face) peak at 0.004-0.01. Tune `start_threshold` up for a busy
 background, down for a distant signer; `benchmarks/bench_segmentation.py` measures the
 settings on real signing.
 
@@ -71,11 +79,12 @@ class SegmenterConfig:
     # webcam noise and JPEG artefacts stay under ~10.
     pixel_delta: int = 20
     # Fraction of changed pixels that counts as the signer moving (starts a sign); camera
-    # noise stays at 0, small real signs reach 0.006-0.01.
-    start_threshold: float = 0.006
+    # noise stays at 0, real signers at rest give 0.000-0.002, small real signs (COME
+    # HERE, OR, WHO: fingers or one short flick) peak at 0.004-0.006.
+    start_threshold: float = 0.004
     # Fraction under which a frame counts as still; lower than start_threshold
     # (hysteresis) so a slow part of a sign does not end it.
-    stop_threshold: float = 0.004
+    stop_threshold: float = 0.003
     # Moving frames in a row needed to start a sign. The three-frame median already
     # needs two moving frames of three, so one flicker (a light, autofocus) starts nothing.
     start_frames: int = 1
@@ -98,6 +107,21 @@ class SegmenterConfig:
     # Real cuts change 0.07-0.18 of the pixels between two still frames; a hand moving
     # changes similar amounts on neighbouring frames too.
     jump_ratio: float = 4.0
+    # Poses (where the hands are) are compared on frames shrunk to about this many pixels
+    # wide: a hand is a pixel or two, so camera noise and a slight lean do not count,
+    # hands up versus hands at rest do.
+    pose_width: int = 20
+    # A pose differs from another where at least this fraction of its pixels changed by
+    # more than `pixel_delta`: hands raised from the lap to the chest change ~0.03-0.1.
+    pose_change: float = 0.02
+    # Return to rest: after a sign that ended in a hold (hands away from the rest pose seen
+    # before it started), a movement that starts from that hold and ends back at the rest
+    # pose (at most `return_ratio` as far from it as it started) is the hands dropping,
+    # not a new sign; it is dropped when its motion lasts at most `return_max_seconds`
+    # (dropping the hands takes 0.3-1 s on real clips; a sign moving out of a hold
+    # usually ends elsewhere, and a long one is kept).
+    return_ratio: float = 0.5
+    return_max_seconds: float = 1.2
 
     def __post_init__(self) -> None:
         if self.analysis_width < 8:
@@ -116,6 +140,12 @@ class SegmenterConfig:
             )
         if self.start_frames < 1 or self.preroll_frames < 0 or self.postroll_frames < 0:
             raise ConfigError("segmenter.start_frames must be at least 1 and the pre/postroll frames not negative.")
+        if self.pose_width < 2 or not 0 < self.pose_change < 1 or not 0 < self.return_ratio <= 1 or self.return_max_seconds < 0:
+            raise ConfigError(
+                "segmenter.pose_width must be at least 2, pose_change between 0 and 1, return_ratio in (0, 1] "
+                f"and return_max_seconds not negative, got {self.pose_width}, {self.pose_change}, "
+                f"{self.return_ratio} and {self.return_max_seconds}."
+            )
         if not 0 < self.min_seconds < self.max_seconds or self.stop_seconds <= 0:
             raise ConfigError(
                 f"segmenter times must satisfy 0 < min_seconds < max_seconds and stop_seconds > 0, got "
@@ -182,12 +212,19 @@ class Segmenter:
         # start is confirmed (they belong to the sign; the median confirms motion one
         # frame after it began, hence the + 1).
         self._before: deque[np.ndarray] = deque(maxlen=cfg.preroll_frames + cfg.start_frames + 1)
+        self._before_gray: deque[np.ndarray] = deque(maxlen=cfg.preroll_frames + cfg.start_frames + 1)
+        # Return to rest: the pose before the last sign that started at rest, the pose the
+        # current segment started from, and whether the last sign ended in a hold away from rest.
+        self._rest_pose: np.ndarray | None = None
+        self._start_pose: np.ndarray | None = None
+        self._held = False
         self._run = 0  # moving frames in a row while idle
         self._frames: list[np.ndarray] | None = None  # the sign being recorded
         self._started = 0.0
         self._last_motion = 0.0
         self._last_moving_index = 0  # index in _frames of the last moving frame
         self.energy = 0.0
+        self._gray: np.ndarray | None = None  # the latest frame, small and gray
 
     @property
     def active(self) -> bool:
@@ -196,6 +233,15 @@ class Segmenter:
 
     def motion_energy(self, frame: np.ndarray) -> float:
         """Fraction of small gray pixels that changed since the previous frame (0 for the first)."""
+        gray = self.small_gray(frame)
+        previous, self._previous = self._previous, gray
+        self._gray = gray
+        if previous is None or previous.shape != gray.shape:
+            return 0.0
+        return float(np.count_nonzero(np.abs(gray - previous) > self.config.pixel_delta)) / gray.size
+
+    def small_gray(self, frame: np.ndarray) -> np.ndarray:
+        """The frame shrunk to about `analysis_width` pixels wide, gray, as int16."""
         step = max(1, frame.shape[1] // self.config.analysis_width)
         half = step // 2
         # Four strided samples per small pixel (a 2x2 subset of its block), summed: the
@@ -208,11 +254,7 @@ class Segmenter:
                 small = frame[dy:rows:step, dx:cols:step]
                 # Integer luma, BT.601 weights / 256.
                 total += small[..., 0] * np.uint32(77) + small[..., 1] * np.uint32(150) + small[..., 2] * np.uint32(29)
-        gray = total >> (8 + (2 if half else 0))
-        previous, self._previous = self._previous, gray.astype(np.int16)
-        if previous is None or previous.shape != self._previous.shape:
-            return 0.0
-        return float(np.count_nonzero(np.abs(self._previous - previous) > self.config.pixel_delta)) / gray.size
+        return (total >> (8 + (2 if half else 0))).astype(np.int16)
 
     def feed(self, frame: np.ndarray, t: float | None = None) -> list[np.ndarray] | None:
         """Add one frame taken at time `t` (seconds, default now); return a finished sign or None."""
@@ -233,18 +275,28 @@ class Segmenter:
                 self._last_moving_index = min(self._last_moving_index, len(self._frames) - 1)
                 segment = self._finish()
             self._before.clear()
+            self._before_gray.clear()
             self._run = 0
             self._before.append(frame)
+            self._before_gray.append(self._gray)
+            # Another picture: poses seen before it cannot be compared with what follows.
+            self._rest_pose, self._held = None, False
             return segment
         if self._frames is None:
             self._before.append(frame)
+            self._before_gray.append(self._gray)
             self._run = self._run + 1 if energy >= cfg.start_threshold else 0
             if self._run >= cfg.start_frames:
                 keep = cfg.preroll_frames + self._run + 1
                 self._frames = list(self._before)[-keep:]
+                self._start_pose = self.pose(list(self._before_gray)[-keep:][0])
+                if self._rest_pose is None or not self._held:
+                    # Started at rest (or nothing known yet): this is the rest pose.
+                    self._rest_pose = self._start_pose
                 self._started = self._last_motion = t
                 self._last_moving_index = len(self._frames) - 1
                 self._before.clear()
+                self._before_gray.clear()
                 self._run = 0
             return None
 
@@ -258,7 +310,7 @@ class Segmenter:
             return self._finish()
         # A millisecond of slack: frame times are floats, and 2.9 - 2.1 is 0.7999...
         if t - self._last_motion >= cfg.stop_seconds - 1e-3:
-            return self._finish()
+            return self._finish(held=True)
         return None
 
     def _jumped(self) -> bool:
@@ -273,11 +325,33 @@ class Segmenter:
         """End the sign being recorded now (the camera stopped); None if there is none."""
         return self._finish() if self._frames is not None else None
 
-    def _finish(self) -> list[np.ndarray] | None:
+    def pose(self, gray: np.ndarray) -> np.ndarray:
+        """A small gray frame shrunk to about `pose_width` pixels wide (block means)."""
+        block = max(1, gray.shape[1] // self.config.pose_width)
+        rows, cols = gray.shape[0] // block, gray.shape[1] // block
+        return gray[: rows * block, : cols * block].reshape(rows, block, cols, block).mean(axis=(1, 3))
+
+    def pose_distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Fraction of pose pixels that differ by more than `pixel_delta`."""
+        return float(np.count_nonzero(np.abs(a - b) > self.config.pixel_delta)) / a.size
+
+    def _finish(self, *, held: bool = False) -> list[np.ndarray] | None:
+        """Close the segment; `held`: it ended in stillness (not cut, flushed or jumped)."""
+        cfg = self.config
         frames, self._frames = self._frames or [], None
         self._run = 0
         # Trailing still frames are the signer waiting, not signing: keep the final hold only.
-        frames = frames[: self._last_moving_index + 1 + self.config.postroll_frames]
-        if self._last_motion - self._started < self.config.min_seconds:
+        frames = frames[: self._last_moving_index + 1 + cfg.postroll_frames]
+        moved = self._last_motion - self._started
+        if moved < cfg.min_seconds:
             return None
+        after_hold, self._held = self._held, False
+        if self._rest_pose is None or self._start_pose is None:
+            return frames
+        end_pose = self.pose(self._gray)
+        from_rest = self.pose_distance(self._start_pose, self._rest_pose)
+        to_rest = self.pose_distance(end_pose, self._rest_pose)
+        if after_hold and from_rest >= cfg.pose_change and to_rest <= cfg.return_ratio * from_rest and moved <= cfg.return_max_seconds:
+            return None  # the hands dropping back to rest after a held sign
+        self._held = held and to_rest >= cfg.pose_change
         return frames

@@ -193,3 +193,46 @@ def test_motion_is_measured_per_tenth_of_a_second_at_any_frame_rate():
         assert sum(segment is not None for segment in found) == 1
         peaks[fps] = np.mean(sorted(energies)[-5:])
     assert 0.7 < peaks[20] / peaks[10] < 1.4
+
+
+def _held_sign(config: SegmenterConfig, hold_s: float) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Rest, a wave that stops with the hand up at head height, and the rest of the wave back down."""
+    frames = signer_frames(path="wave", width=320, height=240, still_s=1.0, move_s=2.0)
+    rest, moving = frames[:10], frames[10:30]
+    up, down = moving[:14], moving[14:]  # the hand is at head height at moving[13]
+    return rest + up + [up[-1]] * round(hold_s * FPS), down, rest
+
+
+def test_a_held_sign_then_the_hands_dropping_to_rest_gives_one_sign():
+    config = SegmenterConfig()
+    sign, drop, rest = _held_sign(config, hold_s=config.stop_seconds + 0.5)
+    found = run(Segmenter(config), sign + drop + rest)
+    assert len(found) == 1
+    # The sign is the movement up, not the drop: closed by the hold.
+    assert found[0][0] < len(sign)
+    # Without the return-to-rest rule the drop is a second segment.
+    assert len(run(Segmenter(SegmenterConfig(return_max_seconds=0.01)), sign + drop + rest)) == 2
+
+
+def test_two_signs_separated_by_a_short_rest_give_two():
+    config = SegmenterConfig()
+    frames = signer_frames(path="circle", width=320, height=240, still_s=1.0, move_s=1.2)
+    rest, moving = frames[:10], frames[10:22]
+    short_rest = rest[: round((config.stop_seconds + 0.2) * FPS)]
+    # Each sign starts at rest and ends at rest: neither is a return to rest.
+    assert len(run(Segmenter(config), rest + moving + short_rest + moving + rest)) == 2
+    # A held sign, its drop, a short rest and another held sign with its drop: two signs.
+    sign, drop, _ = _held_sign(config, hold_s=config.stop_seconds + 0.5)
+    assert len(run(Segmenter(config), sign + drop + short_rest + sign + drop + rest)) == 2
+
+
+def test_a_sign_out_of_a_hold_that_does_not_end_at_rest_is_a_sign():
+    # From the hold the hand waves back and holds again at head height: a second sign,
+    # not a return (it ends away from the rest pose); then the hand drops to rest.
+    config = SegmenterConfig()
+    frames = signer_frames(path="wave", width=320, height=240, still_s=1.0, move_s=2.0)
+    rest, up = frames[:10], frames[10:24]
+    hold = round((config.stop_seconds + 0.5) * FPS)
+    second = up[12:5:-1]  # waving back, the hand still up (full blend from up[6] on)
+    stream = rest + up + [up[-1]] * hold + second + [second[-1]] * hold + up[5::-1] + rest
+    assert len(run(Segmenter(config), stream)) == 2
