@@ -256,7 +256,7 @@ def main() -> None:
 def print_table(results: list[dict], device: str, threads: int) -> None:
     reference = next((r for r in results if r["row"] == REFERENCE and "error" not in r), None)
     header = ["model", "profile", "quantization", "ranking", "frames x px", "prompt tokens", "weights GB",
-              "peak RSS GB", "s/clip", "CPU s/clip", "runs", "vs reference"]
+              "peak RSS GB", "s/clip", "CPU s/clip", "runs", "vs reference (wall)", "vs reference (CPU)"]
     if device == "cuda":
         header.append("VRAM peak GB")
     print(f"\nFull-size architectures (random weights), {device}, {threads} threads, 320-gloss scoring per clip")
@@ -268,16 +268,16 @@ def print_table(results: list[dict], device: str, threads: int) -> None:
         if "error" in r:
             print(f"| {MODEL_NAMES[model]} | {profile} | {option} | {ranking} | failed: {r['error']} |")
             continue
-        ratio = f"1/{reference['cpu_s_per_clip'] / r['cpu_s_per_clip']:.1f}" if reference else "-"
+        ratios = [f"1/{reference[key] / r[key]:.1f}" if reference else "-" for key in ("s_per_clip", "cpu_s_per_clip")]
         cells = [MODEL_NAMES[model], profile, option, ranking, f"{r['frames']} x {r['tile_px']}", str(r["prompt_tokens"]),
-                 f"{r['weights_gb']:.2f}", f"{r['rss_peak_gb']:.1f}", f"{r['s_per_clip']:.1f}", f"{r['cpu_s_per_clip']:.1f}", str(r["runs"]), ratio]
+                 f"{r['weights_gb']:.2f}", f"{r['rss_peak_gb']:.1f}", f"{r['s_per_clip']:.1f}", f"{r['cpu_s_per_clip']:.1f}", str(r["runs"]), *ratios]
         if device == "cuda":
             cells.append(f"{r.get('vram_peak_gb', 0):.2f}")
         print("| " + " | ".join(cells) + " |")
     print("One clip = decode + preprocess + one prefill + the candidate pass over 320 glosses (a LoRA step row: "
           "forward + backward + optimizer step on one clip); s/clip (wall) and CPU s/clip (all threads) are "
-          "medians of the runs; vs reference = this row's CPU seconds as a share of the reference's (CPU time "
-          "moves less than wall time when other jobs share the cores).")
+          "medians of the runs; vs reference = this row's seconds as a share of the reference's, in wall and in "
+          "CPU time (CPU time moves less when other jobs share the cores).")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,7 @@ class SlowEngine:
     def __init__(self, engine, gate: threading.Event | None = None):
         self._engine, self.gate, self.seen = engine, gate, []
         self.config = engine.config
+        self.profile = engine.profile
 
     def recognize(self, frames, **kwargs):
         self.seen.append(list(frames))
