@@ -1,15 +1,23 @@
-"""Seconds per clip for the full-size InternVL3-2B architecture, per precision option.
+"""Seconds per clip on CPU for the full-size models, per input profile, quantization and model.
 
-No download: the model is built from InternVL3-2B-hf's real configuration (InternViT-300M
-vision tower, Qwen2.5-1.5B language model, 256 tokens per 448 px frame; 2.09 B params)
-with random weights, which cost the same to run as trained ones. Each option runs in its
-own process so its peak memory (ru_maxrss) is its own. One clip = what `recognize` does
-in score mode: one prefill of prompt + frames, then the shared tree pass over all 320
-glosses of the shipped vocabulary.
+No download: InternVL3-2B-hf and InternVL3-1B-hf are built from their real configurations
+(InternViT-300M vision tower; Qwen2.5-1.5B or Qwen2.5-0.5B language model; 2.09 B and
+0.94 B params) with random weights, which cost the same to run as trained ones. Each row
+runs in its own process so its peak memory (ru_maxrss, loading included) is its own. One
+clip = what `recognize` does in score mode: decode, preprocess, one prefill of prompt +
+frames, then the candidate pass over the 320 glosses of the shipped vocabulary.
 
-    .venv/bin/python benchmarks/bench_fullsize.py                       # CPU, all options
-    .venv/bin/python benchmarks/bench_fullsize.py --options fp32 int8 --frames 4
-    .venv/bin/python benchmarks/bench_fullsize.py --device cuda --options bf16 nf4   # on a GPU
+The reference is today's default before this work: `quality` profile (8 frames, 448 px),
+fp32, 2B, every gloss scored (no pruned ranking). Every other row uses pruned ranking,
+the shipped default.
+
+    .venv/bin/python benchmarks/bench_fullsize.py                          # every row, 2 threads
+    .venv/bin/python benchmarks/bench_fullsize.py --rows 2b:fast:fp32 1b:fast:int8
+    .venv/bin/python benchmarks/bench_fullsize.py --device cuda --rows 2b:quality:nf4 2b:fast:nf4 2b:fast:nf4:train
+
+A row ending in `:train` times one LoRA fine-tuning step instead (QLoRA with nf4 on CUDA:
+batch 1, the shipped fine-tuning settings, the collator's inputs); benchmarks/gpu_check.sh
+runs those on a GPU.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,28 +35,50 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-OPTIONS = ("fp32", "bf16", "int8", "nf4")
+# quantization option -> engine model settings; everything else is the shipped config.
+SETTINGS = {
+    "fp32": {"dtype": "float32", "quantization": "none"},
+    "bf16": {"dtype": "bfloat16", "quantization": "none"},
+    # torch dynamic int8 on the language model (the engine's CPU `8bit`)
+    "int8": {"dtype": "float32", "quantization": "8bit"},
+    # the same, plus the vision tower (`quantize_vision: true`)
+    "int8v": {"dtype": "float32", "quantization": "8bit", "quantize_vision": True},
+    "nf4": {"dtype": "auto", "quantization": "4bit"},
+}
+# model:profile:quantization[:all|:train] (all = no pruned ranking, train = one LoRA step);
+# the first row is the reference.
+REFERENCE = "2b:quality:fp32:all"
+ROWS = (REFERENCE, "2b:quality:fp32", "2b:fast:fp32", "2b:fast:int8", "2b:fast:int8v",
+        "1b:quality:fp32", "1b:fast:fp32", "1b:fast:int8", "1b:fast:int8v")
+# A row whose clip takes longer than this is timed once: the ratios are far from the noise.
+REPEAT_BELOW_S = 60.0
+
+# Values from the published config.json of each model (language model; the vision tower,
+# InternViT-300M at 448 px with 14 px patches, is the same in both).
+TEXT_CONFIGS = {
+    "2b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2),
+    "1b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2),
+}
+MODEL_NAMES = {"2b": "InternVL3-2B", "1b": "InternVL3-1B"}
 
 
-def full_size_config(image_token_id: int):
+def full_size_config(model: str, image_token_id: int):
     from transformers import InternVLConfig, InternVLVisionConfig, Qwen2Config
 
-    # Values from OpenGVLab/InternVL3-2B-hf config.json.
     vision = InternVLVisionConfig(
         hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
         image_size=[448, 448], patch_size=[14, 14], use_qk_norm=False, layer_scale_init_value=0.1,
         norm_type="layer_norm", use_absolute_position_embeddings=True, attention_bias=True,
     )
     text = Qwen2Config(
-        vocab_size=151674, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-        num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768,
-        rope_theta=1000000.0, tie_word_embeddings=True, rms_norm_eps=1e-6,
+        vocab_size=151674, max_position_embeddings=32768, rope_theta=1000000.0, tie_word_embeddings=True,
+        rms_norm_eps=1e-6, **TEXT_CONFIGS[model],
     )
     return InternVLConfig(vision_config=vision, text_config=text, image_token_id=image_token_id,
                           image_seq_length=256, downsample_ratio=0.5, projector_hidden_act="gelu")
 
 
-def build_folder(folder: Path) -> Path:
+def build_folder(model: str, folder: Path) -> Path:
     """Save the random full-size model (bf16, like the real checkpoint) + a 448 px processor."""
     import torch
     from transformers import GotOcr2ImageProcessor, InternVLForConditionalGeneration, InternVLProcessor, InternVLVideoProcessor
@@ -66,103 +97,187 @@ def build_folder(folder: Path) -> Path:
         video_processor=InternVLVideoProcessor(size={"height": 448, "width": 448}),
         tokenizer=tiny.tokenizer, image_seq_length=256, chat_template=tiny.chat_template,
     )
-    config = full_size_config(processor.tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"))
+    config = full_size_config(model, processor.tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"))
     config.text_config.eos_token_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     with no_init_weights():
-        model = InternVLForConditionalGeneration(config)
+        network = InternVLForConditionalGeneration(config)
     with torch.no_grad():
         generator = torch.Generator().manual_seed(0)
-        for parameter in model.parameters():
+        for parameter in network.parameters():
             parameter.normal_(0, 0.02, generator=generator)
-    model.to(torch.bfloat16).save_pretrained(folder)
+    network.to(torch.bfloat16).save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
 
 
-# option -> engine model settings; everything else is the shipped config.
-SETTINGS = {
-    "fp32": {"dtype": "float32", "quantization": "none"},
-    "bf16": {"dtype": "bfloat16", "quantization": "none"},
-    "int8": {"dtype": "float32", "quantization": "8bit"},
-    "nf4": {"dtype": "auto", "quantization": "4bit"},
-}
-
-
-def run_option(option: str, frames_list: list[int], device: str, folder: str) -> dict:
+def run_row(row: str, device: str, folder: str, repeats: int) -> dict:
     """Load through the engine exactly as the app does, then time `recognize` per clip."""
     import numpy as np
     import torch
 
     from engine import Engine, load_config
 
-    row: dict = {"option": option}
-    for frames in frames_list:
-        overrides = {"model": {"id": folder, "device": device, **SETTINGS[option]}, "video": {"frames_per_clip": frames}}
-        engine = Engine(load_config(env={}, overrides=overrides)).start()
-        status = engine.status()
-        row.update(weights_gb=status.memory_mb / 1024, load_s=status.load_seconds, dtype=status.dtype)
-        clip = [np.random.default_rng(i).integers(0, 255, (480, 640, 3), dtype=np.uint8) for i in range(frames * 4)]
+    model, profile, option, *rest = row.split(":")
+    overrides = {
+        "model": {"id": folder, "device": device, **SETTINGS[option]},
+        "video": {"profile": profile},
+        "recognition": {"pruned_ranking": rest != ["all"]},
+    }
+    engine = Engine(load_config(env={}, overrides=overrides)).start()
+    status = engine.status()
+    result: dict = {"row": row, "weights_gb": status.memory_mb / 1024, "load_s": status.load_seconds,
+                    "frames": status.frames_per_clip, "tile_px": status.tile_px}
+    clip = [np.random.default_rng(i).integers(0, 255, (480, 640, 3), dtype=np.uint8) for i in range(32)]
+    if device == "cuda":
+        engine.recognize(clip)  # warm-up: CUDA kernels and allocator
+        torch.cuda.reset_peak_memory_stats()
+    seconds, cpu = [], []
+    for _ in range(repeats):
+        started = time.process_time()
+        seconds.append(engine.recognize(clip).timings.total_ms / 1000)
+        cpu.append(time.process_time() - started)
+        if seconds[-1] > REPEAT_BELOW_S:
+            break
+    result.update(s_per_clip=statistics.median(seconds), cpu_s_per_clip=statistics.median(cpu), runs=len(seconds),
+                  prompt_tokens=_prompt_tokens(engine, clip))
+    if device == "cuda":
+        result["vram_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    engine.close()
+    result["rss_peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return result
+
+
+def run_train_row(row: str, device: str, folder: str, repeats: int) -> dict:
+    """One LoRA step as training.finetune takes it: the same load (QLoRA on CUDA), LoRA
+    targets, collator and profile tile; the first step (allocator, kernels) is not timed."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    from engine import frame_tile, load_config, load_model, sized_processor
+    from training.finetune.collator import ClipCollator
+    from training.finetune.config import load_finetune_config
+    from training.finetune.train import base_model_config, lora_config
+
+    model, profile, option, _ = row.split(":")
+    engine_config = load_config(env={}, overrides={"model": {"id": folder, "device": device, **SETTINGS[option]},
+                                                   "video": {"profile": profile}})
+    config = load_finetune_config(overrides={"quantization": "4bit" if option == "nf4" else "none"})
+    loaded = load_model(base_model_config(engine_config, config))
+    network = loaded.model
+    if loaded.quantization == "4bit":
+        network = prepare_model_for_kbit_training(network, use_gradient_checkpointing=False)
+    network = get_peft_model(network, lora_config(config))
+    chosen = engine_config.input_profile()
+    tile = frame_tile(network.config, chosen.image_scale)
+    clip = [np.random.default_rng(i).integers(0, 255, (tile.pixels, tile.pixels, 3), dtype=np.uint8) for i in range(chosen.frames_per_clip)]
+    dataset = SimpleNamespace(frames=lambda row: SimpleNamespace(frames=clip))
+    collator = ClipCollator(sized_processor(loaded.processor, tile), dataset, engine_config.recognition.prompt,
+                            pixel_dtype=loaded.device.dtype)
+    batch = {k: v.to(loaded.device.torch_device) for k, v in collator([{"clip": "x", "gloss": "drink"}]).items()}
+    optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=config.learning_rate)
+    seconds, cpu = [], []
+    for step in range(repeats + 1):
         if device == "cuda":
-            engine.recognize(clip)  # warm-up: CUDA kernels and allocator
-            torch.cuda.reset_peak_memory_stats()
-        result = engine.recognize(clip)
+            torch.cuda.synchronize()
+            if step == 1:
+                torch.cuda.reset_peak_memory_stats()
+        started, started_cpu = time.perf_counter(), time.process_time()
+        network(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
         if device == "cuda":
-            row[f"vram_peak_gb_{frames}f"] = torch.cuda.max_memory_allocated() / 2**30
-        row[f"s_per_clip_{frames}f"] = result.timings.total_ms / 1000
-        engine.close()
-    row["rss_peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return row
+            torch.cuda.synchronize()
+        if step:
+            seconds.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - started_cpu)
+    result = {"row": row, "weights_gb": loaded.memory_bytes / 2**30, "load_s": loaded.load_seconds,
+              "frames": chosen.frames_per_clip, "tile_px": tile.pixels, "prompt_tokens": int(batch["input_ids"].shape[1]),
+              "s_per_clip": statistics.median(seconds), "cpu_s_per_clip": statistics.median(cpu), "runs": len(seconds)}
+    if device == "cuda":
+        result["vram_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    result["rss_peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return result
+
+
+def _prompt_tokens(engine, clip) -> int:
+    """Tokens of the prefill (prompt + image placeholders): what the profile changes most."""
+    from engine import load_clip
+
+    sampled = load_clip(clip, num_frames=engine.profile.frames_per_clip, limits=engine.config.limits)
+    return int(engine._model_inputs(engine._require_model(), sampled)["input_ids"].shape[1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--options", nargs="+", default=list(OPTIONS), choices=OPTIONS)
-    parser.add_argument("--frames", nargs="+", type=int, default=[4, 8])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), help="model:profile:quantization[:all]")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per option")
-    parser.add_argument("--folder", default=str(ROOT / ".cache" / "internvl3-2b-random"), help="where the random model is saved (reused)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per row (the project's machines have 2 cores)")
+    parser.add_argument("--repeats", type=int, default=2, help=f"timed clips per row (one when a clip takes over {REPEAT_BELOW_S:.0f} s)")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per row")
+    parser.add_argument("--cache", default=str(ROOT / ".cache"), help="where the random models are saved (reused)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_option(args.worker, args.frames, args.device, args.folder)))
+        import torch
+
+        torch.set_num_threads(args.threads)
+        run = run_train_row if args.worker.endswith(":train") else run_row
+        print(json.dumps(run(args.worker, args.device, args.folder, args.repeats)))
         return
 
+    for row in args.rows:
+        model, profile, option, *rest = (row.split(":") + [""])[:4]
+        if model not in TEXT_CONFIGS or option not in SETTINGS or rest not in ([""], ["all"], ["train"]):
+            parser.error(f"row {row!r}: expected model:profile:quantization[:all|:train] with model in {', '.join(TEXT_CONFIGS)} "
+                         f"and quantization in {', '.join(SETTINGS)}")
     started = time.perf_counter()
-    folder = build_folder(Path(args.folder))
-    print(f"model folder ready in {time.perf_counter() - started:.0f} s: {folder}", file=sys.stderr)
-    rows = []
-    for option in args.options:
-        command = [sys.executable, __file__, "--worker", option, "--device", args.device, "--folder", str(folder), "--frames", *map(str, args.frames)]
+    folders = {m: build_folder(m, Path(args.cache) / f"internvl3-{m}-random") for m in sorted({r.split(':')[0] for r in args.rows})}
+    print(f"model folders ready in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    results = []
+    for row in args.rows:
+        command = [sys.executable, __file__, "--worker", row, "--device", args.device, "--folder", str(folders[row.split(":")[0]]),
+                   "--threads", str(args.threads), "--repeats", str(args.repeats)]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
             line = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
             error = (done.stderr.strip().splitlines() or ["no output"])[-1][:160]
-            rows.append(json.loads(line) if line.startswith("{") else {"option": option, "error": error})
+            results.append(json.loads(line) if line.startswith("{") else {"row": row, "error": error})
         except subprocess.TimeoutExpired:
-            rows.append({"option": option, "error": f"over {args.timeout} s"})
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print_table(rows, args.frames, args.device)
+            results.append({"row": row, "error": f"over {args.timeout} s"})
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    print_table(results, args.device, args.threads)
 
 
-def print_table(rows: list[dict], frames_list: list[int], device: str) -> None:
-    base = next((r for r in rows if r.get("option") == "fp32" and "error" not in r), None)
-    header = ["option", "dtype", "weights GB", "peak RSS GB"] + [f"s/clip {f}f" for f in frames_list] + [f"vs fp32 {f}f" for f in frames_list]
+def print_table(results: list[dict], device: str, threads: int) -> None:
+    reference = next((r for r in results if r["row"] == REFERENCE and "error" not in r), None)
+    header = ["model", "profile", "quantization", "ranking", "frames x px", "prompt tokens", "weights GB",
+              "peak RSS GB", "s/clip", "CPU s/clip", "runs", "vs reference (wall)", "vs reference (CPU)"]
     if device == "cuda":
-        header += [f"VRAM peak {f}f" for f in frames_list]
-    print(f"\nFull-size InternVL3-2B architecture (random weights), {device}, 320-gloss scoring per clip")
+        header.append("VRAM peak GB")
+    print(f"\nFull-size architectures (random weights), {device}, {threads} threads, 320-gloss scoring per clip")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for row in rows:
-        if "error" in row:
-            print(f"| {row['option']} | failed: {row['error']} |")
+    for r in results:
+        model, profile, option, *rest = r["row"].split(":")
+        ranking = {"all": "all glosses", "train": "LoRA step"}.get(rest[0] if rest else "", "pruned")
+        if "error" in r:
+            print(f"| {MODEL_NAMES[model]} | {profile} | {option} | {ranking} | failed: {r['error']} |")
             continue
-        cells = [row["option"], row["dtype"], f"{row['weights_gb']:.2f}", f"{row['rss_peak_gb']:.1f}"]
-        cells += [f"{row[f's_per_clip_{f}f']:.1f}" for f in frames_list]
-        cells += [f"{row[f's_per_clip_{f}f'] / base[f's_per_clip_{f}f']:.2f}x" if base else "-" for f in frames_list]
+        ratios = [f"1/{reference[key] / r[key]:.1f}" if reference else "-" for key in ("s_per_clip", "cpu_s_per_clip")]
+        cells = [MODEL_NAMES[model], profile, option, ranking, f"{r['frames']} x {r['tile_px']}", str(r["prompt_tokens"]),
+                 f"{r['weights_gb']:.2f}", f"{r['rss_peak_gb']:.1f}", f"{r['s_per_clip']:.1f}", f"{r['cpu_s_per_clip']:.1f}", str(r["runs"]), *ratios]
         if device == "cuda":
-            cells += [f"{row.get(f'vram_peak_gb_{f}f', 0):.2f}" for f in frames_list]
+            cells.append(f"{r.get('vram_peak_gb', 0):.2f}")
         print("| " + " | ".join(cells) + " |")
-    print("One clip = decode + preprocess + one prefill (~260 tokens per frame) + the tree pass over 320 glosses.")
+    print("One clip = decode + preprocess + one prefill + the candidate pass over 320 glosses (a LoRA step row: "
+          "forward + backward + optimizer step on one clip); s/clip (wall) and CPU s/clip (all threads) are "
+          "medians of the runs; vs reference = this row's seconds as a share of the reference's, in wall and in "
+          "CPU time (CPU time moves less when other jobs share the cores).")
 
 
 if __name__ == "__main__":

@@ -21,14 +21,16 @@ import importlib
 
 from engine.config import (
     EngineConfig,
+    InputProfile,
     LimitsConfig,
+    ProfileConfig,
     build_config,
     load_config,
     load_dotenv,
     project_path,
     read_config_file,
 )
-from engine.core import Engine, EngineStatus, Prediction, RecognitionResult, Timings
+from engine.core import ADAPTER_PROFILE, Engine, EngineStatus, Prediction, RecognitionResult, Timings, adapter_profile
 from engine.errors import (
     AdapterError,
     ClipError,
@@ -38,7 +40,7 @@ from engine.errors import (
     ModelNotReadyError,
     SignLensError,
 )
-from engine.prompt import answer_ids, encode_clip
+from engine.prompt import FrameTile, answer_ids, encode_clip, frame_tile, sized_processor
 from engine.tiny import build_tiny_model
 from engine.live import LiveEntry, LiveRecognizer
 from engine.segmentation import LiveConfig, Segmenter, SegmenterConfig, load_live_config
@@ -52,6 +54,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "ADAPTER_PROFILE",
     "AdapterError",
     "Clip",
     "ClipError",
@@ -60,6 +63,8 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EngineStatus",
+    "FrameTile",
+    "InputProfile",
     "IMAGE_SUFFIXES",
     "VIDEO_SUFFIXES",
     "LimitsConfig",
@@ -69,6 +74,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotReadyError",
     "Prediction",
+    "ProfileConfig",
     "RecognitionResult",
     "Segmenter",
     "SegmenterConfig",
@@ -84,11 +90,14 @@ __all__ = [
     "load_engine",
     "load_live_config",
     "load_vocabulary",
+    "adapter_profile",
     "answer_ids",
     "build_tiny_model",
     "encode_clip",
+    "frame_tile",
     "project_path",
     "read_config_file",
+    "sized_processor",
     *_LAZY,
 ]
 

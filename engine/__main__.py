@@ -3,7 +3,7 @@
     python -m engine info
     python -m engine recognize clip1.mp4 clip2.webm --top-k 5
     python -m engine recognize clips/*.mp4 --json > predictions.jsonl
-    python -m engine make-tiny /tmp/tiny-internvl
+    python -m engine make-tiny /tmp/tiny-internvl [--like 1b]
     SIGNLENS_MODEL=/tmp/tiny-internvl python -m engine recognize assets/samples/*.mp4
 
 A batch keeps going when one file fails, and says which one and why; the exit status
@@ -35,14 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     recognize.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
     tiny = commands.add_parser("make-tiny", help="write a tiny random-weight InternVL folder (tests, UI work)")
     tiny.add_argument("folder")
+    tiny.add_argument("--like", choices=["2b", "1b"], default="2b", help="which InternVL3 model's shape to shrink (default 2b)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
     if args.command == "make-tiny":
-        from engine.tiny import build_tiny_model
+        from engine.tiny import TINY_VARIANTS, build_tiny_model
         from engine.vocabulary import DEFAULT_VOCABULARY, load_vocabulary
 
-        print(build_tiny_model(args.folder, extra_words=list(load_vocabulary(DEFAULT_VOCABULARY).glosses)))
+        glosses = list(load_vocabulary(DEFAULT_VOCABULARY).glosses)
+        print(build_tiny_model(args.folder, extra_words=glosses, **TINY_VARIANTS[args.like]))
         return 0
     try:
         config = load_config(args.config)

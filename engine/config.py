@@ -63,17 +63,80 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class VideoConfig:
-    # Frames sampled evenly over the sign's span; 8 is what the model was tuned on
-    # for short clips and what the CPU latency budget is measured at.
+class ProfileConfig:
+    """One entry of `profiles:`: how much of the sign the model looks at, and how sharply.
+
+    Frames and tile size are most of a clip's cost on CPU (vision tower ~ frames x tile
+    side^4 / patch^4, prefill ~ frames x tokens per frame): the `fast` profile is 4 frames
+    at half the tile, about 1/8 of `quality`'s work (docs/benchmarks.md). A LoRA adapter
+    learns the inputs of one profile, so it records it and activating it switches to it.
+    """
+
+    # Frames sampled evenly over the sign's span; each costs one vision-tower pass and its
+    # tokens in the prefill. 8 is what the CPU latency budget was first measured at.
     frames_per_clip: int = 8
-    # Crop each frame to the signer's bounding box (when one is given, e.g. WLASL's)
-    # so the hands fill more of the 448 px tile.
-    crop_to_bbox: bool = True
+    # Tile side as a share of the model's native tile (448 px on InternVL3, 32 px on the
+    # tiny test model): a share, not pixels, so one profile fits every model. The tile must
+    # split into an even grid of the model's patches (224 px = 16 x 14 px on InternVL3);
+    # the vision tower resizes its position embeddings to it.
+    image_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.frames_per_clip <= 64:
-            raise ConfigError(f"video.frames_per_clip must be between 1 and 64, got {self.frames_per_clip}.")
+            raise ConfigError(f"frames_per_clip must be between 1 and 64, got {self.frames_per_clip}.")
+        if not 0 < self.image_scale <= 2:
+            raise ConfigError(f"image_scale must be above 0 and at most 2, got {self.image_scale}.")
+
+
+# The shipped profiles; `profiles:` in a YAML file adds to them or replaces one by name.
+DEFAULT_PROFILES = {
+    # Today's inputs: 8 frames at the model's own 448 px tile (256 tokens per frame).
+    "quality": ProfileConfig(frames_per_clip=8, image_scale=1.0),
+    # 4 frames at 224 px (64 tokens per frame): ~1/8 of quality's seconds per clip on CPU.
+    "fast": ProfileConfig(frames_per_clip=4, image_scale=0.5),
+}
+
+
+@dataclass(frozen=True)
+class InputProfile:
+    """The profile the engine runs: a named `ProfileConfig` with any frames override applied.
+
+    Recorded in an adapter folder (`profile.json`) by training and read back on activation.
+    """
+
+    # The profile's name ("quality", "fast", a user's own); an adapter's recorded name.
+    name: str
+    frames_per_clip: int
+    image_scale: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], where: str) -> "InputProfile":
+        """A recorded profile, checked like a config entry (a hand-edited file fails clearly)."""
+        values = dict(values)
+        name = str(values.pop("name", "") or "").strip()
+        if not name:
+            raise ConfigError(f"{where}: the profile has no name.")
+        settings = _profile_config(values, where)
+        return cls(name, settings.frames_per_clip, settings.image_scale)
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    # The input profile (see `profiles`): frames per clip and tile size. SIGNLENS_PROFILE.
+    profile: str = "quality"
+    # 0 uses the profile's frames; a number overrides them (SIGNLENS_FRAMES, and configs
+    # written before profiles existed, which set 8 here). An adapter records the result.
+    frames_per_clip: int = 0
+    # Crop each frame to the signer's bounding box (when one is given, e.g. WLASL's)
+    # so the hands fill more of the model's tile.
+    crop_to_bbox: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.frames_per_clip <= 64:
+            raise ConfigError(f"video.frames_per_clip must be between 1 and 64 (0: the profile's), got {self.frames_per_clip}.")
 
 
 @dataclass(frozen=True)
@@ -135,6 +198,18 @@ class EngineConfig:
     video: VideoConfig = field(default_factory=VideoConfig)
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    # Named input profiles (frames per clip, tile size); `video.profile` picks one.
+    profiles: Mapping[str, ProfileConfig] = field(default_factory=lambda: dict(DEFAULT_PROFILES))
+
+    def __post_init__(self) -> None:
+        if self.video.profile not in self.profiles:
+            raise ConfigError(f"There is no profile called {self.video.profile!r}; the profiles are "
+                              f"{', '.join(sorted(self.profiles))}.")
+
+    def input_profile(self) -> InputProfile:
+        """The profile `video.profile` names, with `video.frames_per_clip` applied when set."""
+        chosen = self.profiles[self.video.profile]
+        return InputProfile(self.video.profile, self.video.frames_per_clip or chosen.frames_per_clip, chosen.image_scale)
 
     def vocabulary_path(self) -> Path:
         return project_path(self.recognition.vocabulary)
@@ -151,12 +226,13 @@ ENV_OVERRIDES = {
     "SIGNLENS_DTYPE": ("model", "dtype"),
     "SIGNLENS_QUANTIZATION": ("model", "quantization"),
     "SIGNLENS_ADAPTER": ("model", "adapter"),
+    "SIGNLENS_PROFILE": ("video", "profile"),
     "SIGNLENS_FRAMES": ("video", "frames_per_clip"),
     "SIGNLENS_VOCABULARY": ("recognition", "vocabulary"),
     "SIGNLENS_MODE": ("recognition", "mode"),
 }
 
-_SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(EngineConfig)}
+_SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(EngineConfig) if f.name != "profiles"}
 
 
 def project_path(value: str | Path) -> Path:
@@ -186,9 +262,14 @@ def load_config(
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
             environment.setdefault(section, {})[key] = env[var]
-    merged = merge_sections(str(path), _SECTIONS, read_config_file(path), environment, overrides)
+    merged = merge_sections(str(path), [*_SECTIONS, "profiles"], read_config_file(path), environment, overrides)
     sections = {name: build_config(type(factory()), merged[name], f"{path}: {name}") for name, factory in _SECTIONS.items()}
-    return EngineConfig(**sections)
+    profiles = dict(DEFAULT_PROFILES)
+    for name, values in merged["profiles"].items():
+        if values is not None and not isinstance(values, Mapping):
+            raise ConfigError(f"{path}: profiles: {name} must hold frames_per_clip and image_scale, got {values!r}.")
+        profiles[str(name)] = _profile_config(values or {}, f"{path}: profiles: {name}")
+    return EngineConfig(**sections, profiles=profiles)
 
 
 def merge_sections(where: str, names: Iterable[str], *layers: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -310,6 +391,15 @@ def _reject_unknown(values: Mapping[str, Any], known: Mapping[str, Any], where: 
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise error(f"{where}: unknown key(s) {', '.join(unknown)}; known keys are {', '.join(known)}.")
+
+
+def _profile_config(values: Mapping[str, Any], where: str) -> ProfileConfig:
+    """`build_config` for one profile; its range errors say which profile they are about."""
+    try:
+        return build_config(ProfileConfig, values, where)
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -12,18 +12,21 @@ import): the web app builds its page around an Engine that is still loading.
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import statistics
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from engine.config import EngineConfig
-from engine.errors import AdapterError, ModelNotReadyError, SignLensError
-from engine.prompt import answer_ids, encode_clip, text_messages
+from engine.config import EngineConfig, InputProfile
+from engine.errors import AdapterError, ConfigError, ModelNotReadyError, SignLensError
+from engine.prompt import FrameTile, answer_ids, encode_clip, frame_tile, sized_processor, text_messages
 from engine.video import Clip, load_clip
 from engine.vocabulary import Vocabulary, load_vocabulary
 
@@ -34,6 +37,29 @@ if TYPE_CHECKING:
     from engine.model import LoadedModel
 
 log = logging.getLogger(__name__)
+
+# Recognitions the expected seconds per sign are the median of: enough to ride out one
+# slow call (a cold cache, a busy neighbour), few enough to follow a change of load.
+RECENT_CALLS = 9
+# The input profile an adapter was trained at, in its folder beside vocabulary.txt.
+ADAPTER_PROFILE = "profile.json"
+
+
+def adapter_profile(folder: str | Path) -> InputProfile | None:
+    """The profile recorded in an adapter folder; None for adapters trained before profiles."""
+    path = Path(folder) / ADAPTER_PROFILE
+    if not path.is_file():
+        return None
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        raise AdapterError(f"The adapter {Path(folder).name} has a {ADAPTER_PROFILE} that is not readable JSON.") from None
+    if not isinstance(values, dict):
+        raise AdapterError(f"The adapter {Path(folder).name} has a {ADAPTER_PROFILE} that holds no profile.")
+    try:
+        return InputProfile.from_dict(values, f"{Path(folder).name}/{ADAPTER_PROFILE}")
+    except ConfigError as exc:
+        raise AdapterError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -88,6 +114,15 @@ class EngineStatus:
     adapter: str = ""
     vocabulary: str = ""
     vocabulary_size: int = 0
+    # The input profile recognition runs at (an active adapter's own): its name, frames
+    # per clip and tile side in pixels (0 until the model is loaded: the side is a share
+    # of the model's native tile).
+    profile: str = ""
+    frames_per_clip: int = 0
+    tile_px: int = 0
+    # Seconds one sign takes to recognize (decode to answer), the median of the last calls
+    # at this profile; 0 until the first call. What a signer waits for after each sign.
+    expected_seconds: float = 0.0
 
 
 class Engine:
@@ -108,6 +143,12 @@ class Engine:
         self._base_vocabulary = load_vocabulary(config.vocabulary_path())
         self._vocabulary = self._base_vocabulary
         self._candidates: list[list[int]] | None = None
+        # The configured input profile, and the one in use (an adapter's, while active).
+        self._base_profile = self._profile = config.input_profile()
+        # Processors resized per tile side, made once (a shallow copy each).
+        self._processors: dict[int, Any] = {}
+        # Seconds of the last recognitions at the active profile (emptied when it changes).
+        self._recent_seconds: deque[float] = deque(maxlen=RECENT_CALLS)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, *, background: bool = False) -> "Engine":
@@ -134,6 +175,7 @@ class Engine:
             from engine.model import load_model
 
             loaded = load_model(self.config.model, accelerators=self._accelerators)
+            self._tile(loaded, self._base_profile)  # a profile this model cannot take fails the load
             with self._lock:
                 self._loaded = loaded
                 self._candidates = None
@@ -153,6 +195,7 @@ class Engine:
             self._loaded = None
             self._peft, self._merged, self._adapter = None, None, ""
             self._candidates = None
+            self._processors = {}
             self._state = "closed"
         gc.collect()
         import torch
@@ -169,6 +212,10 @@ class Engine:
             adapter=self._adapter,
             vocabulary=self._vocabulary.source,
             vocabulary_size=len(self._vocabulary),
+            profile=self._profile.name,
+            frames_per_clip=self._profile.frames_per_clip,
+            # list() copies in one step: a recognition may append meanwhile.
+            expected_seconds=statistics.median(recent) if (recent := list(self._recent_seconds)) else 0.0,
         )
         if loaded is None:
             return base
@@ -180,7 +227,13 @@ class Engine:
             detail=self._error or f"{loaded.device.reason}; {loaded.quantization_reason}",
             memory_mb=loaded.memory_bytes / 2**20,
             load_seconds=loaded.load_seconds,
+            tile_px=frame_tile(loaded.model.config, self._profile.image_scale).pixels,
         )
+
+    @property
+    def profile(self) -> InputProfile:
+        """The input profile recognition runs at now: an active adapter's, else the config's."""
+        return self._profile
 
     @property
     def vocabulary(self) -> Vocabulary:
@@ -214,9 +267,10 @@ class Engine:
         """
         loaded = self._require_model()
         cfg = self.config
+        profile = self._profile  # one profile for the whole call, even if an adapter swaps meanwhile
         clip = load_clip(
             source,
-            num_frames=cfg.video.frames_per_clip,
+            num_frames=profile.frames_per_clip,
             limits=cfg.limits,
             frame_start=frame_start,
             frame_end=frame_end,
@@ -228,7 +282,7 @@ class Engine:
         top_k = top_k or cfg.recognition.top_k
 
         started = time.perf_counter()
-        inputs = self._model_inputs(loaded, clip)
+        inputs = self._model_inputs(loaded, clip, profile)
         preprocess_ms = (time.perf_counter() - started) * 1000
 
         started = time.perf_counter()
@@ -241,7 +295,10 @@ class Engine:
                 text, probability = self._generate(loaded, inputs, cfg.recognition.max_new_tokens)
                 top = (Prediction(text, probability),)
         model_ms = (time.perf_counter() - started) * 1000
-        return RecognitionResult(top, text, mode, Timings(clip.decode_ms, preprocess_ms, model_ms), clip, scored)
+        timings = Timings(clip.decode_ms, preprocess_ms, model_ms)
+        if profile is self._profile:  # a call that straddled an adapter swap says nothing about either
+            self._recent_seconds.append(timings.total_ms / 1000)
+        return RecognitionResult(top, text, mode, timings, clip, scored)
 
     def sentence(self, glosses: Sequence[str]) -> str:
         """Turn a gloss sequence into one English sentence with the language model alone."""
@@ -262,7 +319,10 @@ class Engine:
 
         An adapter trained by training.finetune carries the glosses it learned in
         `vocabulary.txt`; they become the active vocabulary, since scoring glosses the
-        adapter never saw would only dilute its answers. Unloading restores the one before.
+        adapter never saw would only dilute its answers. It also carries the input profile
+        it learned (`profile.json`: frames per clip, tile size), which becomes the active
+        one: an adapter fed other inputs than it was trained on answers worse, silently.
+        Unloading restores both.
         PEFT is called directly rather than through transformers' `load_adapter`, which
         in transformers 5.24 demands a PEFT release that does not exist yet (0.22).
         On an int8 model (CPU `quantization: 8bit`) the adapter is merged instead, see
@@ -275,6 +335,16 @@ class Engine:
         if not (path / "adapter_config.json").is_file():
             raise AdapterError(f"{path} is not a LoRA adapter folder (adapter_config.json is missing).")
         vocabulary = load_vocabulary(path / "vocabulary.txt") if (path / "vocabulary.txt").is_file() else None
+        profile = adapter_profile(path)
+        if profile is None:
+            # Adapters from before profiles were all trained on full-size tiles.
+            profile = InputProfile("unrecorded", self._base_profile.frames_per_clip, 1.0)
+            log.warning("Adapter %s records no input profile: assuming full-size tiles, %d frames",
+                        path.name, profile.frames_per_clip)
+        try:
+            self._tile(loaded, profile)
+        except ConfigError as exc:
+            raise AdapterError(f"The adapter {path.name} was trained at a profile this model cannot run: {exc}") from None
         with self._lock:
             self._drop_adapter()
             if _is_dynamic_int8(loaded):
@@ -285,8 +355,14 @@ class Engine:
                 except Exception as exc:
                     raise _misfit(path, exc) from None
             self._adapter = str(path)
+            if profile != self._profile:
+                self._recent_seconds = deque(maxlen=RECENT_CALLS)
+            self._profile = profile
             if vocabulary is not None:
                 self._vocabulary, self._candidates = vocabulary, None
+        if profile != self._base_profile:
+            log.info("Adapter %s switches the input profile from %s to %s (%d frames, image_scale %g)", path.name,
+                     self._base_profile.name, profile.name, profile.frames_per_clip, profile.image_scale)
         log.info("Adapter active: %s", path)
         return self._adapter
 
@@ -302,6 +378,9 @@ class Engine:
             self._peft.unload()  # removes the LoRA layers from the base model in place
         if self._vocabulary is not self._base_vocabulary:
             self._vocabulary, self._candidates = self._base_vocabulary, None
+        if self._profile != self._base_profile:
+            self._recent_seconds = deque(maxlen=RECENT_CALLS)
+        self._profile = self._base_profile
         merged = self._merged is not None
         self._peft, self._merged, self._adapter = None, None, ""
         if merged:
@@ -372,8 +451,19 @@ class Engine:
             raise ModelNotReadyError(self._error)
         raise ModelNotReadyError("The model is not loaded.")
 
-    def _model_inputs(self, loaded: LoadedModel, clip: Clip) -> dict[str, torch.Tensor]:
-        inputs = encode_clip(loaded.processor, clip.frames, self.config.recognition.prompt)
+    def _tile(self, loaded: LoadedModel, profile: InputProfile) -> FrameTile:
+        return frame_tile(loaded.model.config, profile.image_scale, profile=profile.name)
+
+    def _processor(self, loaded: LoadedModel, profile: InputProfile) -> Any:
+        """The processor that resizes frames to the profile's tile (the loaded one at scale 1)."""
+        tile = self._tile(loaded, profile)
+        if tile.pixels not in self._processors:
+            self._processors[tile.pixels] = sized_processor(loaded.processor, tile)
+        return self._processors[tile.pixels]
+
+    def _model_inputs(self, loaded: LoadedModel, clip: Clip, profile: InputProfile | None = None) -> dict[str, torch.Tensor]:
+        processor = self._processor(loaded, profile or self._profile)
+        inputs = encode_clip(processor, clip.frames, self.config.recognition.prompt)
         inputs = inputs.to(loaded.device.torch_device)
         if "pixel_values" in inputs and loaded.quantization != "8bit":
             inputs["pixel_values"] = inputs["pixel_values"].to(loaded.device.dtype)

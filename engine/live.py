@@ -110,7 +110,7 @@ class LiveRecognizer:
                 return False
             self.pending += 1  # shown in the status line; `version` waits for the result
         # Keep only the frames the model will sample: a few MB per waiting sign, not 40 frames.
-        count = self.engine.config.video.frames_per_clip
+        count = self.engine.profile.frames_per_clip
         frames = [frames[i] for i in sample_indices(0, len(frames) - 1, count)]
         self._executor.submit(self._recognize, frames, time.perf_counter())
         return True

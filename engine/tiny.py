@@ -9,6 +9,7 @@ projector, Qwen2 language model) at toy sizes, and a byte-level BPE tokenizer tr
 on the spot with the special tokens InternVL-hf uses.
 
     python -m engine make-tiny /tmp/tiny-internvl
+    python -m engine make-tiny /tmp/tiny-internvl-1b --like 1b
     SIGNLENS_MODEL=/tmp/tiny-internvl python app.py
 
 Its predictions are random until it is fine-tuned; it exists for tests, benchmarks and
@@ -42,6 +43,18 @@ CHAT_TEMPLATE = (
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
 
+# The published InternVL3 models these stand in for, as tiny shapes of the same family.
+# Both share the InternViT-300M vision tower; what differs is the language model:
+# InternVL3-2B has Qwen2.5-1.5B (hidden 1536 = the vision width x 1.5, 12 query heads per
+# 2 KV heads), InternVL3-1B has Qwen2.5-0.5B (hidden 896, narrower than the vision tower's
+# 1024, 14 query heads per 2 KV heads). The tiny 1B keeps those traits: a language model
+# narrower than the vision tower and 7 query heads per KV head, so a code path that assumed
+# equal widths or the 2B's head layout would fail on it as on the real one.
+TINY_VARIANTS = {
+    "2b": {},
+    "1b": {"text_hidden_size": 56, "text_heads": 7, "text_kv_heads": 1},
+}
+
 # Text the BPE is trained on: enough English and gloss-like words that every gloss of
 # the shipped vocabulary splits into a few tokens, as with the real Qwen tokenizer.
 _CORPUS_SEED = (
@@ -58,6 +71,9 @@ def build_tiny_model(
     extra_words: list[str] | None = None,
     vocab_size: int = 512,
     hidden_size: int = 64,
+    text_hidden_size: int | None = None,
+    text_heads: int = 4,
+    text_kv_heads: int = 2,
     text_layers: int = 2,
     vision_layers: int = 1,
     image_size: int = 32,
@@ -72,7 +88,9 @@ def build_tiny_model(
     bitsandbytes 4-bit can quantize the linear layers, as on the real model. `init_std`
     is far above transformers' 0.02 so that outputs depend strongly on the input: with
     tiny near-zero weights every answer is almost uniform and tests could not tell a
-    wrong attention mask from a right one.
+    wrong attention mask from a right one. `text_hidden_size` (default: `hidden_size`) and
+    the head counts shape the language model apart from the vision tower, as
+    `TINY_VARIANTS` does for the 1B.
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -136,11 +154,11 @@ def build_tiny_model(
         ),
         text_config=Qwen2Config(
             vocab_size=len(tokenizer),
-            hidden_size=hidden_size,
-            intermediate_size=hidden_size * 2,
+            hidden_size=text_hidden_size or hidden_size,
+            intermediate_size=(text_hidden_size or hidden_size) * 2,
             num_hidden_layers=text_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            num_attention_heads=text_heads,
+            num_key_value_heads=text_kv_heads,
             max_position_embeddings=4096,
             tie_word_embeddings=True,
             initializer_range=init_std,

@@ -35,14 +35,15 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
-def tiny_model_folder() -> Path:
-    from engine.tiny import build_tiny_model
+def tiny_model_folder(like: str = "2b") -> Path:
+    """The tiny model shaped like InternVL3-2B (default) or InternVL3-1B (`like="1b"`)."""
+    from engine.tiny import TINY_VARIANTS, build_tiny_model
     from engine.vocabulary import DEFAULT_VOCABULARY, load_vocabulary
 
     digest = hashlib.sha256((ROOT / "engine" / "tiny.py").read_bytes() + DEFAULT_VOCABULARY.read_bytes()).hexdigest()[:12]
-    folder = ROOT / ".cache" / f"tiny-internvl-{digest}"
+    folder = ROOT / ".cache" / f"tiny-internvl{'' if like == '2b' else '-' + like}-{digest}"
     if not (folder / "config.json").is_file():
-        build_tiny_model(folder, extra_words=list(load_vocabulary(DEFAULT_VOCABULARY).glosses))
+        build_tiny_model(folder, extra_words=list(load_vocabulary(DEFAULT_VOCABULARY).glosses), **TINY_VARIANTS[like])
     return folder
 
 

@@ -8,7 +8,7 @@ import types
 import pytest
 import torch
 
-from engine.config import DEFAULT_CONFIG, build_config, load_config, load_dotenv, read_config_file
+from engine.config import DEFAULT_CONFIG, InputProfile, build_config, load_config, load_dotenv, read_config_file
 from engine.device import Accelerators, choose_device
 from engine.errors import ConfigError, DeviceError
 
@@ -18,7 +18,7 @@ NONE = Accelerators(cuda=False, cuda_major=0, directml=False, mps=False)
 def test_shipped_config_loads_with_documented_defaults():
     config = load_config(DEFAULT_CONFIG, env={})
     assert config.model.id == "OpenGVLab/InternVL3-2B-hf"
-    assert config.video.frames_per_clip == 8
+    assert config.input_profile() == InputProfile("quality", 8, 1.0)
     assert config.recognition.mode == "score"
     assert config.vocabulary_path().is_file()
 
@@ -47,7 +47,7 @@ def test_every_config_turns_text_and_numbers_into_field_types(tmp_path):
 
 def test_environment_overrides_single_fields():
     config = load_config(env={"SIGNLENS_MODEL": "/models/internvl", "SIGNLENS_FRAMES": "4", "SIGNLENS_DEVICE": "cpu"})
-    assert (config.model.id, config.video.frames_per_clip, config.model.device) == ("/models/internvl", 4, "cpu")
+    assert (config.model.id, config.input_profile().frames_per_clip, config.model.device) == ("/models/internvl", 4, "cpu")
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_environment_overrides_single_fields():
         ("modle:\n  id: x\n", "unknown key(s) modle"),
         ("model:\n  device: tpu\n", "model.device must be one of"),
         ("video:\n  frames_per_clip: many\n", "must be a whole number"),
-        ("video:\n  frames_per_clip: 0\n", "between 1 and 64"),
+        ("video:\n  frames_per_clip: 65\n", "between 1 and 64"),
         ("recognition:\n  sentence_prompt: no placeholder\n", "{glosses}"),
         ("- a list\n", "mapping"),
     ],

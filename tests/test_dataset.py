@@ -71,7 +71,7 @@ def test_rows_config_stats_and_report(built, engine_config):
         "clip": "clips/65225.mp4", "gloss": "book", "split": "train", "signer_id": 90, "source": "aslsignbank",
         "frame_start": 3, "frame_end": 9, "bbox": list(BBOX)}
     saved = json.loads((folder / "config.json").read_text())
-    assert saved["dataset"]["frames_per_clip"] == engine_config.video.frames_per_clip  # resolved from the engine
+    assert saved["dataset"]["frames_per_clip"] == engine_config.input_profile().frames_per_clip  # resolved from the engine
     assert dataset.load_dataset_config(folder / "config.json") == config(metadata).resolved(engine_config)
     assert (report.rows, report.missing, [r for r, _ in report.skipped]) == (4, 1, ["wlasl:65539"])
     assert "starts at frame 15" in report.skipped[0][1]

@@ -54,7 +54,7 @@ def test_recognize_returns_sorted_topk_probabilities(tiny_engine, tmp_path):
     assert 0 < sum(probabilities) <= 1 + 1e-6
     assert result.text == result.top[0].gloss
     assert all(p.gloss in tiny_engine.vocabulary for p in result.top)
-    assert len(result.clip.frames) == tiny_engine.config.video.frames_per_clip
+    assert len(result.clip.frames) == tiny_engine.profile.frames_per_clip
     assert result.timings.model_ms > 0 and result.timings.total_ms >= result.timings.model_ms
     # Ranking the whole vocabulary scores every gloss: a softmax over the vocabulary, with
     # the same best gloss. The top-5 run may have left glosses unscored (pruned ranking),

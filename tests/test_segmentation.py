@@ -93,6 +93,7 @@ class SlowEngine:
     def __init__(self, engine, gate: threading.Event | None = None):
         self._engine, self.gate, self.seen = engine, gate, []
         self.config = engine.config
+        self.profile = engine.profile
 
     def recognize(self, frames, **kwargs):
         self.seen.append(list(frames))
@@ -118,9 +119,9 @@ def test_live_recognizer_never_waits_for_the_model(tiny_engine, monkeypatch):
         time.sleep(0.02)
     assert len(live.transcript) == 2 and live.version >= 2
     entry = live.transcript[0]
-    assert len(entry.thumbnails) == tiny_engine.config.video.frames_per_clip and entry.latency_ms > 0
+    assert len(entry.thumbnails) == tiny_engine.profile.frames_per_clip and entry.latency_ms > 0
     # Full frames are kept for the newest sign only (KEEP_FRAMES = 1 here).
-    assert entry.frames == () and len(live.transcript[1].frames) == tiny_engine.config.video.frames_per_clip
+    assert entry.frames == () and len(live.transcript[1].frames) == tiny_engine.profile.frames_per_clip
     # The second guess can replace the first; Clear empties the transcript.
     live.choose(0, entry.top[1].gloss)
     assert live.glosses()[0] == entry.top[1].gloss

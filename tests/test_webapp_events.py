@@ -68,7 +68,7 @@ def test_upload_one_clip_shows_top5_frames_and_timings(app, clips, tiny_engine):
     expected = tiny_engine.recognize(clips[0])
     assert list(label) == [p.gloss for p in expected.top] and len(label) == 5
     assert gloss == expected.top[0].gloss
-    assert len(gallery) == tiny_engine.config.video.frames_per_clip and gallery[0].shape[1] <= 224
+    assert len(gallery) == tiny_engine.profile.frames_per_clip and gallery[0].shape[1] <= 224
     assert "decode" in timings and "model" in timings
     assert table.visible is False and which.choices[0][0] == "sign.mp4"
 
@@ -164,7 +164,7 @@ def test_live_unmirrors_frames_and_never_waits_for_the_model(tiny_engine, tmp_pa
     gloss = session.recognizer.transcript[0].gloss
     assert announce.startswith(f"Sign 1: {gloss.upper()}, ") and right == gloss  # Correct this starts on this sign
     assert "Expect about **" in latency and "s** per sign" in latency
-    assert len(top5) == 5 and len(seen_gallery) == tiny_engine.config.video.frames_per_clip
+    assert len(top5) == 5 and len(seen_gallery) == tiny_engine.profile.frames_per_clip
     assert "from the end of the sign" in latency
     assert timer.active is False
     # Nothing changed: the next poll redraws nothing.
@@ -196,7 +196,7 @@ def test_live_pick_another_guess_sentence_and_clear(tiny_engine, tmp_path):
     assert "already saved" in again
     [record] = read_clips(DataLayout.at(tmp_path))  # one click, one clip
     assert record.source == "live" and record.gloss == "thank-you" and record.predicted == fix_guess.choices[0][1]
-    assert len(tiny_engine.recognize(tmp_path / record.clip).clip.frames) == tiny_engine.config.video.frames_per_clip
+    assert len(tiny_engine.recognize(tmp_path / record.clip).clip.frames) == tiny_engine.profile.frames_per_clip
     with pytest.raises(gr.Error, match="Choose the gloss"):
         event(blocks, "live_correct")(LOCAL_CALLER, session, 0, "")
     outputs = event(blocks, "live_clear")(session)

@@ -59,8 +59,8 @@ class DatasetConfig:
     split_fractions: tuple[float, ...] = (0.8, 0.1, 0.1)
     # Seeds the signer split and the max_clips_per_gloss choice: same config, same dataset.
     seed: int = 0
-    # Frames training samples from each clip; 0 = the engine's video.frames_per_clip,
-    # resolved and saved in config.json. Clips themselves keep every frame of the span.
+    # Frames training samples from each clip; 0 = the engine's (its input profile's, or
+    # video.frames_per_clip when set), resolved and saved in config.json. Clips themselves keep every frame of the span.
     frames_per_clip: int = 0
     # Crop to WLASL's signer box as the engine does (engine video.crop_to_bbox): hands
     # fill more of the model's tile.
@@ -115,7 +115,7 @@ class DatasetConfig:
         """The config with the engine's frames per clip filled in (what config.json records)."""
         if self.frames_per_clip:
             return self
-        return dataclasses.replace(self, frames_per_clip=engine_config.video.frames_per_clip)
+        return dataclasses.replace(self, frames_per_clip=engine_config.input_profile().frames_per_clip)
 
 
 def load_dataset_config(path: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None) -> DatasetConfig:

@@ -71,7 +71,10 @@ def status_markdown(status: EngineStatus) -> str:
     warning = toy_model_warning(status)
     if warning:
         lines.append(f"⚠️ {warning}")
-    lines.append(f"vocabulary: {status.vocabulary_size} glosses" + (f" · adapter: `{shown['adapter']}`" if status.adapter else ""))
+    size = f", {status.tile_px} px" if status.tile_px else ""
+    pace = f", ~{status.expected_seconds:.1f} s per sign" if status.expected_seconds else ""
+    lines.append(f"vocabulary: {status.vocabulary_size} glosses · profile {shown['profile']} ({status.frames_per_clip} frames{size}{pace})"
+                 + (f" · adapter: `{shown['adapter']}`" if status.adapter else ""))
     text = "  \n".join(lines)
     if status.state != "failed" and status.detail:
         # Why this device and precision: for whoever tunes the setup, not for every visitor.

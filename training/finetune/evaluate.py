@@ -5,8 +5,9 @@
 
 Writes <out>/report.md, report.json and confusion_<model>.png (default out: the adapter's
 run folder, or <data>/reports/<dataset>). Recognition runs through the engine exactly as the app
-does (score mode over the dataset's glosses, the dataset's frames per clip), so the
-numbers are what users get. Top-1/top-5 follow WLASL's per-instance convention.
+does (score mode over the dataset's glosses, the dataset's frames per clip, the adapter's
+own input profile once it is active), so the numbers are what users get; each result
+names the profile it was measured at. Top-1/top-5 follow WLASL's per-instance convention.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class EvalResult:
     per_gloss: dict[str, float]
     confusions: list[tuple[str, str, int]]
     latency_ms: dict[str, float]
+    # The input profile the model saw: name, frames_per_clip, image_scale, tile_px.
+    profile: dict[str, Any]
     # (clip, true gloss, top-5 glosses) per instance, for error analysis.
     predictions: list[tuple[str, str, list[str]]]
 
@@ -66,6 +69,7 @@ def evaluate_rows(engine, dataset, rows, *, model: str) -> EvalResult:
         per_gloss=metrics.per_class_accuracy(truth, top1),
         confusions=metrics.top_confusions(truth, top1),
         latency_ms=metrics.latency_percentiles(latencies),
+        profile={**engine.profile.to_dict(), "tile_px": engine.status().tile_px},
         predictions=predictions,
     )
 
@@ -129,11 +133,11 @@ def render_markdown(report: dict[str, Any], results: list[EvalResult]) -> str:
         f"{results[0].clips} clips, {report['glosses']} glosses (chance top-1 {report['chance_top1']:.1%})."
         + (f" Adapter: run `{report['adapter']}`." if report["adapter"] else ""),
         "",
-        "| model | top-1 | top-5 | mean per-class | latency p50 ms | p90 ms |",
-        "|---|---|---|---|---|---|",
+        "| model | profile | top-1 | top-5 | mean per-class | latency p50 ms | p90 ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        lines.append(f"| {r.model} | {r.top1:.1%} | {r.top5:.1%} | {r.mean_class_accuracy:.1%} | "
+        lines.append(f"| {r.model} | {describe_profile(r.profile)} | {r.top1:.1%} | {r.top5:.1%} | {r.mean_class_accuracy:.1%} | "
                      f"{r.latency_ms.get('p50', 0):.0f} | {r.latency_ms.get('p90', 0):.0f} |")
     lines += records.render_markdown(report.get("beside_records"), [dataclasses.asdict(r) for r in results])
     for r in results:
@@ -146,6 +150,11 @@ def render_markdown(report: dict[str, Any], results: list[EvalResult]) -> str:
         for gloss in sorted(tuned.per_gloss):
             lines.append(f"| {gloss} | {base.per_gloss.get(gloss, 0):.0%} | {tuned.per_gloss[gloss]:.0%} |")
     return "\n".join(lines) + "\n"
+
+
+def describe_profile(profile: dict[str, Any]) -> str:
+    """"fast (4 frames, 224 px)": the inputs a result was measured at, in a report's words."""
+    return f"{profile['name']} ({profile['frames_per_clip']} frames, {profile['tile_px']} px)"
 
 
 def plot_confusion(result: EvalResult, glosses: list[str], path: Path) -> None:
@@ -197,6 +206,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for result in report["results"]:
-        print(f"{result['model']}: top-1 {result['top1']:.1%}, top-5 {result['top5']:.1%}, "
+        print(f"{result['model']} at {describe_profile(result['profile'])}: top-1 {result['top1']:.1%}, top-5 {result['top5']:.1%}, "
               f"mean per-class {result['mean_class_accuracy']:.1%} ({result['clips']} clips)")
     return 0

@@ -2,8 +2,10 @@
 
 `finetune(config, engine_config, layout)` trains one run into its folder (the format is
 `run_folder.py`): parse -> model -> data -> trainer -> save. QLoRA (4-bit base) on CUDA,
-plain LoRA elsewhere; the base model, prompt and frames are the engine config's, so the
-adapter is trained on exactly the inputs the server will feed it. The command line is
+plain LoRA elsewhere; the base model, prompt and input profile (tile size) are the engine
+config's and the frames per clip the dataset's, so the adapter is trained on exactly the
+inputs the server will feed it. The adapter folder records that profile (`profile.json`)
+beside its glosses; activating the adapter switches the engine to it. The command line is
 `python -m training.finetune` (`__main__.py`).
 """
 
@@ -20,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from engine import SignLensError
+from engine import ADAPTER_PROFILE, InputProfile, SignLensError
 from training.atomic import write_json
 from training.dataset import load_dataset
 from training.errors import DatasetError
@@ -57,6 +59,13 @@ def base_model_config(engine_config, config):
         return dataclasses.replace(engine_config.model, quantization="4bit", dtype="float32", adapter="")
     # Plain LoRA in fp32: bf16 training on CPU is slower here and less stable (README).
     return dataclasses.replace(engine_config.model, quantization="none", dtype="float32", adapter="")
+
+
+def training_profile(engine_config, dataset) -> InputProfile:
+    """The inputs the adapter learns: the engine's profile, at the dataset's frames per clip
+    (a dataset records the frames it was built for, and training samples that many)."""
+    profile = engine_config.input_profile()
+    return dataclasses.replace(profile, frames_per_clip=dataset.config.frames_per_clip)
 
 
 AUTO_LOG_SHARE = 0.02  # logging_steps 0: a point every 2 % of the steps, about 50 per run
@@ -151,7 +160,7 @@ def _train(config, engine_config, dataset, train_rows, run: RunFolder, *, resume
     from trl import SFTConfig, SFTTrainer
 
     import datasets as hf_datasets
-    from engine import load_model
+    from engine import frame_tile, load_model, sized_processor
     from training.finetune.collator import ClipCollator
 
     # Libraries' deprecation notices are for their callers, not for people reading a run's log.
@@ -166,7 +175,11 @@ def _train(config, engine_config, dataset, train_rows, run: RunFolder, *, resume
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    collator = ClipCollator(loaded.processor, dataset, engine_config.recognition.prompt,
+    profile = training_profile(engine_config, dataset)
+    tile = frame_tile(loaded.model.config, profile.image_scale, profile=profile.name)
+    log.info("Input profile %s: %d frames per clip, %d px tiles (%d tokens each)",
+             profile.name, profile.frames_per_clip, tile.pixels, tile.tokens)
+    collator = ClipCollator(sized_processor(loaded.processor, tile), dataset, engine_config.recognition.prompt,
                             pixel_dtype=loaded.device.dtype)
     # The run's log says what the model is trained on: the check that train and serve agree.
     log.info("First training example: %s", collator.describe(train_rows[0]))
@@ -238,6 +251,7 @@ def _train(config, engine_config, dataset, train_rows, run: RunFolder, *, resume
     staging = Path(tempfile.mkdtemp(prefix=".adapter.", dir=run.path))
     trainer.model.save_pretrained(staging)
     (staging / "vocabulary.txt").write_text("# glosses of the dataset this adapter was trained on\n" + "\n".join(glosses) + "\n")
+    write_json(staging / ADAPTER_PROFILE, profile.to_dict())
     write_json(staging / "finetune_config.json", config.to_dict())
     write_json(staging / "metrics.json", metrics)
     plot_loss(run.train_log, staging / "loss_curve.png")
