@@ -100,6 +100,7 @@ def test_uploads_are_swept_from_the_cache(tiny_engine, tmp_path):
         app.close()
 
 
+@pytest.mark.slow  # two server starts in subprocesses
 def test_a_server_killed_while_writing_restarts_with_readable_data_and_no_leftovers(tiny_model_dir, tmp_path):
     """kill -9 in the middle of clip saves and edits; the next start finds whole files only."""
     data = tmp_path / "data"

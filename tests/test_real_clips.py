@@ -39,6 +39,7 @@ def declared_frames(path) -> int:
         return container.streams.video[0].frames
 
 
+@pytest.mark.slow  # 232 real clips, twice
 def test_every_isolated_clip_decodes_to_real_frames():
     rows = isolated_clips()
     assert len(rows) == 232
