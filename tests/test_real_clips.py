@@ -108,7 +108,7 @@ def test_the_tiny_engine_recognizes_every_isolated_clip(tiny_engine):
             failures.append(f"{row['file']}: ranking {[p.gloss for p in result.top]} not over the vocabulary")
         elif probabilities != sorted(probabilities, reverse=True) or not 0 < sum(probabilities) <= 1 + 1e-6:
             failures.append(f"{row['file']}: probabilities {probabilities}")
-        elif len(result.clip.frames) != tiny_engine.config.video.frames_per_clip:
+        elif len(result.clip.frames) != tiny_engine.profile.frames_per_clip:
             failures.append(f"{row['file']}: the model saw {len(result.clip.frames)} frames")
     assert not failures, "\n".join(failures)
 
