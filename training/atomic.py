@@ -61,7 +61,7 @@ def remove_stale_parts(root: Path) -> list[Path]:
     removed = []
     for path in root.rglob(".*.part"):
         pid = path.name.rsplit(".", 3)[-3] if path.name.count(".") >= 4 else ""
-        if not pid.isdigit() or _alive(int(pid)) or not path.is_file() or path.is_symlink():
+        if not pid.isdigit() or process_alive(int(pid)) or not path.is_file() or path.is_symlink():
             continue
         try:
             path.unlink()
@@ -71,7 +71,8 @@ def remove_stale_parts(root: Path) -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid runs (a leftover's writer, say); another user's counts as alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

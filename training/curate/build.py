@@ -31,7 +31,7 @@ import av
 from tqdm import tqdm
 
 from engine import SignLensError
-from training.atomic import atomic_path
+from training.atomic import atomic_path, process_alive
 from training.curate import stats as stats_mod
 from training.curate import wlasl
 from training.curate.clipcache import cached_clip, link_or_copy
@@ -207,18 +207,13 @@ def _remove_leftovers(final: Path) -> list[Path]:
     done = []
     for path in final.parent.glob(f".{final.name}.*-*"):
         kind, _, rest = path.name[len(final.name) + 2:].partition("-")
-        if kind not in ("building", "old") or not rest.split("-")[0].isdigit():
+        if kind not in ("building", "old") or not rest.split("-")[0].isdigit() or process_alive(int(rest.split("-")[0])):
             continue
-        try:
-            os.kill(int(rest.split("-")[0]), 0)
-        except ProcessLookupError:
-            if kind == "old" and not final.exists():
-                os.rename(path, final)
-            else:
-                shutil.rmtree(path, ignore_errors=True)
-            done.append(path)
-        except PermissionError:
-            pass  # alive, someone else's
+        if kind == "old" and not final.exists():
+            os.rename(path, final)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        done.append(path)
     return done
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from engine import VIDEO_SUFFIXES
 from training.atomic import remove_stale_parts
 from training.curate.clipcache import link_or_copy
 from training.curate.download import files
-from training.curate.download.manifest import ManifestRecord, read_manifest, write_manifest
+from training.curate.download.manifest import ManifestRecord, now, read_manifest, write_manifest
 from training.curate.plan import Instances
 from training.errors import Cancelled, ContentError, DatasetError
 from training.layout import DataLayout
@@ -134,9 +133,5 @@ def _place(source: Path, target: Path, previous: ManifestRecord | None) -> bool:
 
 def _record(inst, path: Path) -> ManifestRecord:
     return ManifestRecord(video_id=inst.video_id, url=inst.url, status="done", bytes=path.stat().st_size,
-                          sha256=files.file_sha256(path), error="", time=_now(), attempts=0, source=inst.source,
+                          sha256=files.file_sha256(path), error="", time=now(), attempts=0, source=inst.source,
                           origin="imported")
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

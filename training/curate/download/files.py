@@ -148,12 +148,11 @@ def finalize(downloaded: Path, final: Path) -> tuple[int, str]:
 
 def place_copy(src: Path, dst: Path) -> None:
     """Give ``dst`` the content of ``src``: a hard link where possible, else a copy."""
+    from training.curate.clipcache import link_or_copy
+
     tmp = dst.with_name(dst.name + ".part")
     tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
+    link_or_copy(src, tmp)
     os.replace(tmp, dst)
 
 

@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from training.atomic import write_text
@@ -33,6 +34,11 @@ class ManifestRecord:
     source: str  # WLASL source site, for the per-source summary
     # "download", or "imported" for a file brought in by `python -m training.curate import`.
     origin: str = "download"
+
+
+def now() -> str:
+    """When an outcome is recorded: ISO 8601, UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def read_manifest(path: str | Path) -> dict[str, ManifestRecord]:

@@ -30,7 +30,6 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
@@ -39,7 +38,7 @@ from tqdm import tqdm
 from training.curate.download import fetch, files
 from training.curate.download.config import DownloadConfig
 from training.errors import Cancelled, DownloadError
-from training.curate.download.manifest import ManifestRecord, read_manifest, write_manifest
+from training.curate.download.manifest import ManifestRecord, now, read_manifest, write_manifest
 from training.curate.wlasl import clip_filename
 
 logger = logging.getLogger(__name__)
@@ -136,14 +135,10 @@ class _Context:
     previous: dict[str, ManifestRecord]
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def _records(job: _Job, status: str, *, error: str = "", size: int = 0, sha: str = "",
              attempts: int = 0) -> list[ManifestRecord]:
     return [ManifestRecord(video_id=c.video_id, url=job.url, status=status, bytes=size, sha256=sha,
-                           error=error, time=_now(), attempts=attempts, source=c.source)
+                           error=error, time=now(), attempts=attempts, source=c.source)
             for c in job.clips]
 
 
