@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from fractions import Fraction
 from pathlib import Path
 
+from training.curate.clipcache import link_or_copy
 from training.errors import ContentError
 
 HTML_NOT_VIDEO = "server sent HTML, not a video"
@@ -148,8 +148,6 @@ def finalize(downloaded: Path, final: Path) -> tuple[int, str]:
 
 def place_copy(src: Path, dst: Path) -> None:
     """Give ``dst`` the content of ``src``: a hard link where possible, else a copy."""
-    from training.curate.clipcache import link_or_copy
-
     tmp = dst.with_name(dst.name + ".part")
     tmp.unlink(missing_ok=True)
     link_or_copy(src, tmp)
