@@ -320,7 +320,9 @@ class Engine:
 
         Live calls this while a sign is still being signed, a frame at a time, so the
         expensive half of the model is done by the time the sign ends. Under the engine's
-        lock, like every model call.
+        lock, like every model call. With `quantize_vision` the features of a frame depend a
+        little on the frames encoded with it (torch's dynamic int8 scales activations per
+        call), so encoding one at a time may rank slightly differently from `recognize`.
         """
         loaded = self._require_model()
         with self._lock:
