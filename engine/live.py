@@ -97,6 +97,10 @@ class LiveRecognizer:
 
     # Signs whose full frames are kept for saving (8 VGA frames are ~7 MB a sign).
     KEEP_FRAMES = 5
+    # Early encodes waiting for the worker beyond which new frames are left for the end: a
+    # worker this far behind is not keeping up with the camera, and a sign's end should
+    # wait for at most this many encodes before its own work.
+    EARLY_BACKLOG = 2
 
     def __init__(
         self,
@@ -127,8 +131,7 @@ class LiveRecognizer:
         self._sign = 0
         self._stride = 1
         self._seen = 0
-        # Encodes waiting for the worker (under _lock): past `frames_per_clip` the worker
-        # is behind, and frames are left for the end rather than piling up.
+        # Encodes waiting for the worker (under _lock), at most EARLY_BACKLOG.
         self._queued_encodes = 0
         # Worker side only: sign number -> {index in the sign: its encoded frame}.
         self._encoded: dict[int, dict[int, "EncodedFrame"]] = {}
@@ -166,7 +169,7 @@ class LiveRecognizer:
 
     def _enqueue_encode(self, sign: int, index: int, frame: np.ndarray) -> None:
         with self._lock:
-            if self._closed or self._queued_encodes >= self.engine.profile.frames_per_clip:
+            if self._closed or self._queued_encodes >= self.EARLY_BACKLOG:
                 return
             self._queued_encodes += 1
         self._executor.submit(self._encode, sign, index, frame)
