@@ -30,7 +30,7 @@ from engine.config import (
     project_path,
     read_config_file,
 )
-from engine.core import ADAPTER_PROFILE, Engine, EngineStatus, Prediction, RecognitionResult, Timings, adapter_profile
+from engine.core import ADAPTER_PROFILE, EncodedFrame, Engine, EngineStatus, Prediction, RecognitionResult, Timings, adapter_profile
 from engine.errors import (
     AdapterError,
     ClipError,
@@ -60,6 +60,7 @@ __all__ = [
     "ClipError",
     "ConfigError",
     "DeviceError",
+    "EncodedFrame",
     "Engine",
     "EngineConfig",
     "EngineStatus",

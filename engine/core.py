@@ -100,6 +100,23 @@ class RecognitionResult:
 
 
 @dataclass(frozen=True)
+class EncodedFrame:
+    """A frame already through the vision tower and projector.
+
+    Live encodes a sign's frames while it is being signed (`Engine.encode_frames`), so
+    that when it ends only the language model's work is left (`Engine.recognize_encoded`).
+    """
+
+    # The frame, RGB uint8 HxWx3 (kept: stale features are computed again from it).
+    frame: np.ndarray
+    # Its image features, [tokens per tile, hidden size]: what fills its <IMG_CONTEXT> tokens.
+    features: "torch.Tensor"
+    # The engine's vision state they were computed in; an adapter or profile change since
+    # makes them stale (an adapter that trains the projector changes the features).
+    state: int
+
+
+@dataclass(frozen=True)
 class EngineStatus:
     # "idle" (not started) | "loading" | "ready" | "failed" | "closed"
     state: str
@@ -149,6 +166,11 @@ class Engine:
         self._processors: dict[int, Any] = {}
         # Seconds of the last recognitions at the active profile (emptied when it changes).
         self._recent_seconds: deque[float] = deque(maxlen=RECENT_CALLS)
+        # Bumped whenever what the vision tower and projector compute may change (a model
+        # loaded, an adapter or profile swapped): `EncodedFrame`s of an older state are stale.
+        self._vision_state = 0
+        # Tokenized prompts for pre-encoded frames, by (tile side, frame count).
+        self._prompts: dict[tuple[int, int], dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, *, background: bool = False) -> "Engine":
@@ -179,6 +201,7 @@ class Engine:
             with self._lock:
                 self._loaded = loaded
                 self._candidates = None
+                self._vision_state += 1
                 self._state = "ready"
             if self.config.model.adapter:
                 self.load_adapter(self.config.model.adapter)
@@ -195,7 +218,8 @@ class Engine:
             self._loaded = None
             self._peft, self._merged, self._adapter = None, None, ""
             self._candidates = None
-            self._processors = {}
+            self._processors, self._prompts = {}, {}
+            self._vision_state += 1
             self._state = "closed"
         gc.collect()
         import torch
@@ -286,19 +310,59 @@ class Engine:
         preprocess_ms = (time.perf_counter() - started) * 1000
 
         started = time.perf_counter()
-        scored = 0
         with self._lock:
-            if mode == "score":
-                top, scored = self._score(loaded, inputs, top_k)
-                text = top[0].gloss
-            else:
-                text, probability = self._generate(loaded, inputs, cfg.recognition.max_new_tokens)
-                top = (Prediction(text, probability),)
+            top, text, scored = self._answer(loaded, inputs, mode, top_k)
         model_ms = (time.perf_counter() - started) * 1000
-        timings = Timings(clip.decode_ms, preprocess_ms, model_ms)
-        if profile is self._profile:  # a call that straddled an adapter swap says nothing about either
-            self._recent_seconds.append(timings.total_ms / 1000)
-        return RecognitionResult(top, text, mode, timings, clip, scored)
+        return self._result(profile, top, text, mode, Timings(clip.decode_ms, preprocess_ms, model_ms), clip, scored)
+
+    def encode_frames(self, frames: Sequence[np.ndarray]) -> list[EncodedFrame]:
+        """Run frames (RGB) through the vision tower and projector now, for `recognize_encoded` later.
+
+        Live calls this while a sign is still being signed, a frame at a time, so the
+        expensive half of the model is done by the time the sign ends. Under the engine's
+        lock, like every model call. With `quantize_vision` the features of a frame depend a
+        little on the frames encoded with it (torch's dynamic int8 scales activations per
+        call), so encoding one at a time may rank slightly differently from `recognize`.
+        """
+        loaded = self._require_model()
+        with self._lock:
+            return self._encode(loaded, frames)
+
+    def recognize_encoded(
+        self,
+        frames: Sequence[EncodedFrame | np.ndarray],
+        *,
+        top_k: int | None = None,
+        mode: str | None = None,
+    ) -> RecognitionResult:
+        """Recognize a sign from frames, each already encoded (`encode_frames`) or not.
+
+        The same answer as `recognize` on the same frames (up to float rounding): frames
+        not encoded yet, or encoded before the last adapter or profile change, are encoded
+        here; then only the language model runs, with the cached image features placed at
+        the prompt's image tokens. No sampling: the frames are the ones the model sees.
+        """
+        import torch
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        loaded = self._require_model()
+        mode = mode or self.config.recognition.mode
+        top_k = top_k or self.config.recognition.top_k
+        started = time.perf_counter()
+        with self._lock:  # held throughout: no adapter swap between the features and their use
+            profile = self._profile
+            fresh = [i for i, f in enumerate(frames) if not (isinstance(f, EncodedFrame) and f.state == self._vision_state)]
+            encoded = list(frames)
+            for i, done in zip(fresh, self._encode(loaded, [_pixels(frames[i]) for i in fresh])):
+                encoded[i] = done
+            features = torch.stack([f.features for f in encoded])
+            inputs = dict(self._prompt(loaded, profile, len(encoded)))
+            inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=features)}
+            top, text, scored = self._answer(loaded, inputs, mode, top_k)
+        model_ms = (time.perf_counter() - started) * 1000
+        shown = tuple(f.frame for f in encoded)
+        clip = Clip(shown, tuple(range(len(shown))), len(shown), 0.0, 0.0)
+        return self._result(profile, top, text, mode, Timings(0.0, 0.0, model_ms), clip, scored)
 
     def sentence(self, glosses: Sequence[str]) -> str:
         """Turn a gloss sequence into one English sentence with the language model alone."""
@@ -355,6 +419,7 @@ class Engine:
                 except Exception as exc:
                     raise _misfit(path, exc) from None
             self._adapter = str(path)
+            self._vision_state += 1
             if profile != self._profile:
                 self._recent_seconds = deque(maxlen=RECENT_CALLS)
             self._profile = profile
@@ -381,6 +446,7 @@ class Engine:
         if self._profile != self._base_profile:
             self._recent_seconds = deque(maxlen=RECENT_CALLS)
         self._profile = self._base_profile
+        self._vision_state += 1
         merged = self._merged is not None
         self._peft, self._merged, self._adapter = None, None, ""
         if merged:
@@ -469,6 +535,56 @@ class Engine:
             inputs["pixel_values"] = inputs["pixel_values"].to(loaded.device.dtype)
         return dict(inputs)
 
+    def _encode(self, loaded: LoadedModel, frames: Sequence[np.ndarray]) -> list[EncodedFrame]:
+        """Image features of `frames` at the active profile and adapter (call under the lock).
+
+        Preprocessed as `encode_clip` does (one tile per frame, no crop_to_patches), and run
+        through the model that recognition runs (an adapter's projector included), so the
+        features are the ones `recognize` would compute.
+        """
+        import torch
+        from PIL import Image
+
+        if not frames:
+            return []
+        processor = self._processor(loaded, self._profile)
+        images = [Image.fromarray(np.asarray(frame)) for frame in frames]
+        pixels = processor.image_processor(images=images, crop_to_patches=False, return_tensors="pt")["pixel_values"]
+        pixels = pixels.to(loaded.device.torch_device)
+        if loaded.quantization != "8bit":
+            pixels = pixels.to(loaded.device.dtype)
+        with torch.no_grad():
+            features = self._model(loaded).get_image_features(pixel_values=pixels, return_dict=True).pooler_output
+        return [EncodedFrame(np.asarray(frame), features[i], self._vision_state) for i, frame in enumerate(frames)]
+
+    def _prompt(self, loaded: LoadedModel, profile: InputProfile, count: int) -> dict[str, Any]:
+        """input_ids and attention_mask of the prompt for `count` frames at `profile`'s tile.
+
+        The tokens do not depend on what the frames show, so they are made once, by the
+        processor `recognize` uses, from blank frames: the same ids by construction.
+        """
+        tile = self._tile(loaded, profile)
+        key = (tile.pixels, count)
+        if key not in self._prompts:
+            blank = np.zeros((tile.pixels, tile.pixels, 3), np.uint8)
+            inputs = encode_clip(self._processor(loaded, profile), [blank] * count, self.config.recognition.prompt)
+            self._prompts[key] = {name: inputs[name].to(loaded.device.torch_device) for name in ("input_ids", "attention_mask")}
+        return self._prompts[key]
+
+    def _answer(self, loaded: LoadedModel, inputs: dict[str, Any], mode: str, top_k: int) -> tuple[tuple[Prediction, ...], str, int]:
+        """(top, text, glosses scored) for prepared model inputs; call under the lock."""
+        if mode == "score":
+            top, scored = self._score(loaded, inputs, top_k)
+            return top, top[0].gloss, scored
+        text, probability = self._generate(loaded, inputs, self.config.recognition.max_new_tokens)
+        return (Prediction(text, probability),), text, 0
+
+    def _result(self, profile: InputProfile, top: tuple[Prediction, ...], text: str, mode: str, timings: Timings,
+                clip: Clip, scored: int) -> RecognitionResult:
+        if profile is self._profile:  # a call that straddled an adapter swap says nothing about either
+            self._recent_seconds.append(timings.total_ms / 1000)
+        return RecognitionResult(top, text, mode, timings, clip, scored)
+
     def _candidate_ids(self, loaded: LoadedModel) -> list[list[int]]:
         if self._candidates is None:
             tokenizer = loaded.processor.tokenizer
@@ -511,6 +627,10 @@ class Engine:
             logprob += torch.log_softmax(out.scores[step][0].float(), dim=-1)[token].item()
         text = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
         return text, float(np.exp(logprob))
+
+
+def _pixels(frame: EncodedFrame | np.ndarray) -> np.ndarray:
+    return frame.frame if isinstance(frame, EncodedFrame) else frame
 
 
 def _is_dynamic_int8(loaded: LoadedModel) -> bool:

@@ -8,11 +8,20 @@ engine's lock queues it behind other sessions' and uploads' model work). The UI 
 
 One worker per session keeps a session's signs in order; it is a thread, not a process,
 because the model releases the GIL while it computes.
+
+With `encode_early` (issue 11, part 5) the worker also runs the vision tower while the
+sign is still being signed: `feed()` enqueues every `early_stride`-th frame of the sign
+in progress, the worker encodes it (`Engine.encode_frames`) and caches its features by
+its index in the sign. Which frames the model reads is only known at the end, so they are
+picked then, evenly spaced among the encoded ones (`chosen_indices`), and only the
+language model is left to run (`Engine.recognize_encoded`, which encodes again any frame
+that is missing or whose features an adapter swap made stale).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +35,7 @@ from engine.segmentation import LiveConfig, Segmenter
 from engine.video import sample_indices
 
 if TYPE_CHECKING:
-    from engine.core import Engine, Prediction, Timings
+    from engine.core import EncodedFrame, Engine, Prediction, Timings
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +65,42 @@ class LiveEntry:
         return self.top[self.chosen].probability
 
 
+def early_stride(config: LiveConfig, count: int) -> int:
+    """Encode every this many frames of a sign in progress: a typical sign then yields `count` or more.
+
+    A typical sign moves for the geometric mean of the shortest and longest the segmenter
+    keeps (1.1 s at 0.3 and 4 s, where most single signs last 0.5-2 s), at the stream's
+    frame rate, plus the pre- and postroll frames. Rounding down errs toward encoding a
+    few frames the model will not read rather than too few, which would leave some to
+    encode after the sign.
+    """
+    segmenter = config.segmenter
+    moving = math.sqrt(segmenter.min_seconds * segmenter.max_seconds) / config.stream_every
+    typical = segmenter.preroll_frames + moving + segmenter.postroll_frames
+    return max(1, int(typical // count))
+
+
+def chosen_indices(length: int, stride: int, count: int) -> list[int]:
+    """The `count` frames of a `length`-frame sign the model reads, when every `stride`-th was encoded.
+
+    Evenly spaced among the encoded frames when there are enough of them; a short sign
+    falls back to spacing them over the whole sign (the missing ones are encoded at its end).
+    """
+    encoded = range(0, length, stride)
+    if len(encoded) >= count:
+        return [encoded[i] for i in sample_indices(0, len(encoded) - 1, count)]
+    return sample_indices(0, length - 1, count)
+
+
 class LiveRecognizer:
     """Segment a stream of frames and recognize each finished sign in the background."""
 
     # Signs whose full frames are kept for saving (8 VGA frames are ~7 MB a sign).
     KEEP_FRAMES = 5
+    # Early encodes waiting for the worker beyond which new frames are left for the end: a
+    # worker this far behind is not keeping up with the camera, and a sign's end should
+    # wait for at most this many encodes before its own work.
+    EARLY_BACKLOG = 2
 
     def __init__(
         self,
@@ -86,21 +126,55 @@ class LiveRecognizer:
         # Bumped on every change the UI should draw.
         self.version = 0
         self._closed = False
+        # Early encoding. Feed side (under _feed_lock): the number of the sign being
+        # recorded, its stride, and how many of its frames were seen.
+        self._sign = 0
+        self._stride = 1
+        self._seen = 0
+        # Encodes waiting for the worker (under _lock), at most EARLY_BACKLOG.
+        self._queued_encodes = 0
+        # Worker side only: sign number -> {index in the sign: its encoded frame}.
+        self._encoded: dict[int, dict[int, "EncodedFrame"]] = {}
 
     # ------------------------------------------------------------------ stream side
     def feed(self, frame: np.ndarray, t: float | None = None) -> bool:
         """One camera frame (RGB, as the camera sees the signer). True if a sign was just sent off."""
         with self._feed_lock:
             segment = self.segmenter.feed(frame, self._clock() if t is None else t)
-        return segment is not None and self._submit(segment)
+            sign, stride = self._sign, self._stride
+            if self.config.encode_early:
+                self._encode_new_frames()
+        return segment is not None and self._submit(segment, sign, stride)
 
     def flush(self) -> bool:
         """The camera stopped: send off the sign in progress, if any."""
         with self._feed_lock:
             segment = self.segmenter.flush()
-        return segment is not None and self._submit(segment)
+            sign, stride, self._seen = self._sign, self._stride, 0
+        return segment is not None and self._submit(segment, sign, stride)
 
-    def _submit(self, frames: list[np.ndarray]) -> bool:
+    def _encode_new_frames(self) -> None:
+        """Hand the worker every `stride`-th frame the sign in progress gained (under _feed_lock)."""
+        recording = self.segmenter.recording
+        if not recording:
+            self._seen = 0
+            return
+        if self._seen == 0:  # a sign started: its preroll frames arrive at once
+            self._sign += 1
+            self._stride = early_stride(self.config, self.engine.profile.frames_per_clip)
+        for index in range(self._seen, len(recording)):
+            if index % self._stride == 0:
+                self._enqueue_encode(self._sign, index, recording[index])
+        self._seen = len(recording)
+
+    def _enqueue_encode(self, sign: int, index: int, frame: np.ndarray) -> None:
+        with self._lock:
+            if self._closed or self._queued_encodes >= self.EARLY_BACKLOG:
+                return
+            self._queued_encodes += 1
+        self._executor.submit(self._encode, sign, index, frame)
+
+    def _submit(self, frames: list[np.ndarray], sign: int, stride: int) -> bool:
         with self._lock:
             if self._closed:
                 return False
@@ -109,17 +183,35 @@ class LiveRecognizer:
                 self.version += 1
                 return False
             self.pending += 1  # shown in the status line; `version` waits for the result
-        # Keep only the frames the model will sample: a few MB per waiting sign, not 40 frames.
+        # Keep only the frames the model will read: a few MB per waiting sign, not 40 frames.
         count = self.engine.profile.frames_per_clip
-        frames = [frames[i] for i in sample_indices(0, len(frames) - 1, count)]
-        self._executor.submit(self._recognize, frames, time.perf_counter())
+        if self.config.encode_early:
+            indices = chosen_indices(len(frames), stride, count)
+        else:
+            indices = sample_indices(0, len(frames) - 1, count)
+        chosen = [(i, frames[i]) for i in indices]
+        self._executor.submit(self._recognize, chosen, sign, time.perf_counter())
         return True
 
     # ------------------------------------------------------------------ worker side
-    def _recognize(self, frames: list[np.ndarray], ended: float) -> None:
+    def _encode(self, sign: int, index: int, frame: np.ndarray) -> None:
+        with self._lock:
+            self._queued_encodes -= 1
+        for older in [n for n in self._encoded if n < sign]:
+            del self._encoded[older]  # a sign the segmenter dropped, or one skipped as too many
+        try:
+            self._encoded.setdefault(sign, {})[index] = self.engine.encode_frames([frame])[0]
+        except Exception:  # not fatal: the frame is encoded again when the sign ends
+            log.debug("early encoding failed", exc_info=True)
+
+    def _recognize(self, chosen: list[tuple[int, np.ndarray]], sign: int, ended: float) -> None:
         entry, notice = None, ""
         try:
-            result = self.engine.recognize(frames)
+            if self.config.encode_early:
+                cache = self._encoded.pop(sign, {})
+                result = self.engine.recognize_encoded([cache.get(i, frame) for i, frame in chosen])
+            else:
+                result = self.engine.recognize([frame for _, frame in chosen])
             entry = LiveEntry(
                 top=result.top,
                 chosen=0,
@@ -174,6 +266,7 @@ class LiveRecognizer:
             self.version += 1
         with self._feed_lock:
             self.segmenter.reset()
+            self._seen = 0
 
     def glosses(self) -> list[str]:
         with self._lock:

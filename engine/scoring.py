@@ -86,6 +86,9 @@ def rank_candidates(
     Even one-token glosses need the pass (their end-of-turn token is scored too), so the
     bound alone never settles a score. Without `prune` every candidate is scored, in
     chunks of `batch_size`. Identical token sequences are scored once and share a score.
+    `prefix` is whatever the model's forward takes besides the cache: the processor's
+    outputs, or input_ids with image features computed earlier (`mm_encoder_outputs`,
+    as `Engine.recognize_encoded` passes them) instead of pixel_values.
     """
     if not candidates or any(len(c) == 0 for c in candidates):
         raise ValueError("every candidate needs at least one token")

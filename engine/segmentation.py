@@ -171,6 +171,11 @@ class LiveConfig:
     # Finished signs waiting for the model, per session; more are skipped with a notice
     # rather than piling up behind a slow model.
     max_pending: int = 4
+    # Run the vision tower on a sign's frames while it is being signed (every few frames,
+    # see `engine.live.early_stride`), so that when it ends only the language model is
+    # left to run: the wait after each sign shrinks by the vision tower's share. Costs
+    # a few more frames encoded than the model reads; off runs everything at the end.
+    encode_early: bool = True
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
 
     def __post_init__(self) -> None:
@@ -225,6 +230,15 @@ class Segmenter:
         self._last_moving_index = 0  # index in _frames of the last moving frame
         self.energy = 0.0
         self._gray: np.ndarray | None = None  # the latest frame, small and gray
+
+    @property
+    def recording(self) -> list[np.ndarray]:
+        """The frames of the sign being recorded so far (empty when idle); for reading only.
+
+        Indices into it are stable while the sign goes on (frames are only appended, and
+        `_finish` only drops the tail), so a frame's index names it in the finished sign.
+        """
+        return self._frames or []
 
     @property
     def active(self) -> bool:

@@ -215,3 +215,61 @@ def test_cli_keeps_going_when_one_file_fails(tiny_model_dir, tmp_path, monkeypat
     assert lines[0] == {"clip": str(bad), "error": "The file bad.mp4 is not a video we can read."}
     assert lines[1]["clip"] == str(good) and len(lines[1]["top"]) == 3
     assert "1 of 2 file(s) failed" in err
+
+
+def test_early_encoded_frames_rank_like_recognize(tiny_engine):
+    """Live encodes frames one at a time while a sign goes on; the answer must not change."""
+    frames = moving_square_frames(tiny_engine.profile.frames_per_clip, seed=11)
+    reference = tiny_engine.recognize(frames, top_k=10)
+    assert list(reference.clip.indices) == list(range(len(frames)))  # the same frames, none resampled
+    encoded = [tiny_engine.encode_frames([frame])[0] for frame in frames]
+    for given in (encoded, [frames[0], *encoded[1:-1], frames[-1]]):  # some frames not encoded yet
+        early = tiny_engine.recognize_encoded(given, top_k=10)
+        assert [p.gloss for p in early.top] == [p.gloss for p in reference.top]
+        assert [p.probability for p in early.top] == pytest.approx([p.probability for p in reference.top], rel=1e-5)
+        assert all(a is b for a, b in zip(early.clip.frames, frames))
+    generated = tiny_engine.recognize_encoded(encoded, mode="generate")
+    assert generated.text == tiny_engine.recognize(frames, mode="generate").text
+
+
+def test_early_encoded_features_go_stale_when_an_adapter_changes_them(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    base = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    # A LoRA on the projector: the image features themselves change.
+    lora = LoraConfig(r=4, target_modules=r".*multi_modal_projector\.linear_\d", init_lora_weights=False)
+    get_peft_model(base, lora).save_pretrained(tmp_path / "adapter")
+
+    engine = Engine(tiny_config(tiny_model_dir)).start()
+    frames = moving_square_frames(engine.profile.frames_per_clip, seed=12)
+    before = engine.encode_frames(frames)
+    engine.load_adapter(tmp_path / "adapter")
+    during = engine.encode_frames(frames)
+    assert not torch.allclose(before[0].features, during[0].features, atol=1e-4)
+    reference = engine.recognize(frames, top_k=10)
+    early = engine.recognize_encoded(before, top_k=10)  # encoded before the swap: encoded again
+    assert [p.gloss for p in early.top] == [p.gloss for p in reference.top]
+    assert [p.probability for p in early.top] == pytest.approx([p.probability for p in reference.top], rel=1e-5)
+    engine.unload_adapter()
+    unloaded = engine.recognize_encoded(during, top_k=10)
+    assert [p.probability for p in unloaded.top] == pytest.approx([p.probability for p in engine.recognize(frames, top_k=10).top], rel=1e-5)
+    engine.close()
+
+
+@pytest.mark.parametrize("quantize_vision", [False, True])
+def test_early_encoding_on_int8_ranks_like_its_own_recognize(tiny_model_dir, quantize_vision):
+    engine = Engine(tiny_config(tiny_model_dir, model={"quantization": "8bit", "quantize_vision": quantize_vision})).start()
+    frames = moving_square_frames(engine.profile.frames_per_clip, seed=13)
+    reference = engine.recognize(frames, top_k=10)
+    early = engine.recognize_encoded(engine.encode_frames(frames), top_k=10)
+    assert [p.gloss for p in early.top] == [p.gloss for p in reference.top]
+    assert [p.probability for p in early.top] == pytest.approx([p.probability for p in reference.top], rel=1e-5)
+    one_by_one = engine.recognize_encoded([engine.encode_frames([f])[0] for f in frames], top_k=10)
+    if quantize_vision:
+        # torch's dynamic int8 scales activations per call: a frame encoded alone comes out
+        # a little different from the same frame encoded among the clip's others.
+        assert one_by_one.top[0].gloss == reference.top[0].gloss
+    else:
+        assert [p.probability for p in one_by_one.top] == pytest.approx([p.probability for p in reference.top], rel=1e-5)
+    engine.close()

@@ -91,7 +91,7 @@ class SlowEngine:
     """The tiny engine behind a gate: recognition waits until the test lets it go."""
 
     def __init__(self, engine, gate: threading.Event | None = None):
-        self._engine, self.gate, self.seen = engine, gate, []
+        self._engine, self.gate, self.seen, self.encoded = engine, gate, [], []
         self.config = engine.config
         self.profile = engine.profile
 
@@ -100,6 +100,16 @@ class SlowEngine:
         if self.gate is not None:
             self.gate.wait(10)
         return self._engine.recognize(frames, **kwargs)
+
+    def encode_frames(self, frames):
+        self.encoded.append(self._engine.encode_frames(frames)[0])
+        return self.encoded[-1:]
+
+    def recognize_encoded(self, frames, **kwargs):
+        self.seen.append(list(frames))
+        if self.gate is not None:
+            self.gate.wait(10)
+        return self._engine.recognize_encoded(frames, **kwargs)
 
 
 def test_live_recognizer_never_waits_for_the_model(tiny_engine, monkeypatch):
@@ -141,6 +151,56 @@ def test_live_recognizer_skips_signs_beyond_max_pending(tiny_engine):
     assert live.pending == 1 and "skipped" in live.notice
     gate.set()
     live.close()
+
+
+def wait_idle(live: LiveRecognizer) -> None:
+    deadline = time.monotonic() + 20
+    while live.pending and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_early_encoding_reads_encoded_frames_and_answers_like_recognize(tiny_engine):
+    from engine import EncodedFrame
+
+    engine = SlowEngine(tiny_engine)
+    live = LiveRecognizer(engine, LiveConfig())
+    frames = signer_frames(still_s=1, move_s=1.2, width=320, height=240)
+    encoded_before_end = None
+    for i, frame in enumerate(frames):
+        encoded = len(engine.encoded)
+        if live.feed(frame, i / FPS):
+            encoded_before_end = encoded
+            break
+        # A worker that keeps up with the camera: what this frame queued is encoded before the next.
+        deadline = time.monotonic() + 20
+        while live._queued_encodes and time.monotonic() < deadline:
+            time.sleep(0.005)
+    # Frames were encoded while the sign went on, before the frame that ended it.
+    assert encoded_before_end is not None and encoded_before_end >= tiny_engine.profile.frames_per_clip
+    wait_idle(live)
+    (read,) = engine.seen
+    assert len(read) == tiny_engine.profile.frames_per_clip
+    # Every frame the model read was one of those encoded early: nothing left for the end.
+    assert all(isinstance(f, EncodedFrame) for f in read)
+    assert {id(f) for f in read} <= {id(f) for f in engine.encoded[:encoded_before_end]}
+    # The same answer as recognizing those frames the usual way.
+    reference = tiny_engine.recognize([f.frame for f in read])
+    entry = live.transcript[0]
+    assert [p.gloss for p in entry.top] == [p.gloss for p in reference.top]
+    assert [p.probability for p in entry.top] == pytest.approx([p.probability for p in reference.top], rel=1e-5)
+    live.close()
+
+
+def test_chosen_frames_are_evenly_spaced_among_the_encoded_ones():
+    from engine.live import chosen_indices, early_stride
+
+    config = LiveConfig()
+    assert early_stride(config, 8) == 1 and early_stride(config, 4) == 3
+    assert early_stride(LiveConfig(stream_every=0.05), 4) == 6  # twice the frame rate, half as often
+    assert chosen_indices(30, 3, 4) == [3, 9, 18, 24]  # the middles of 4 equal parts of 0, 3, ..., 27
+    assert all(i % 3 == 0 for i in chosen_indices(30, 3, 8))
+    # Too short a sign for the stride: spaced over the whole sign, as without early encoding.
+    assert chosen_indices(6, 3, 4) == [0, 2, 3, 5]
 
 
 def test_a_camera_slower_than_the_stream_still_gives_one_sign():
