@@ -150,7 +150,6 @@ def run_row(row: str, device: str, folder: str, repeats: int) -> dict:
 def run_train_row(row: str, device: str, folder: str, repeats: int) -> dict:
     """One LoRA step as training.finetune takes it: the same load (QLoRA on CUDA), LoRA
     targets, collator and profile tile; the first step (allocator, kernels) is not timed."""
-    import dataclasses
     from types import SimpleNamespace
 
     import numpy as np
