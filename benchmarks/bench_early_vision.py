@@ -29,6 +29,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--signs", type=int, default=8, help="signs per variant (each ~2.2 s of webcam)")
     parser.add_argument("--model", default=None, help="model folder (default: the tests' tiny model)")
+    parser.add_argument("--profile", default="quality", help="input profile (quality, fast, ...)")
+    parser.add_argument("--quantization", default="none", help="none, 8bit (CPU int8)")
     args = parser.parse_args()
 
     from conftest import tiny_config, tiny_model_folder
@@ -37,7 +39,9 @@ def main() -> None:
     from engine.segmentation import LiveConfig
     from webapp.samples import signer_frames
 
-    engine = Engine(tiny_config(Path(args.model) if args.model else tiny_model_folder())).start()
+    folder = Path(args.model) if args.model else tiny_model_folder()
+    engine = Engine(tiny_config(folder, video={"profile": args.profile},
+                                model={"quantization": args.quantization})).start()
     sign = signer_frames(width=640, height=480, still_s=1.0, move_s=1.2, noise=6)
     engine.recognize(sign[::4])  # warm-up: first-call costs belong to neither variant
 
