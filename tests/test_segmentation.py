@@ -241,6 +241,25 @@ def test_a_jump_of_the_picture_ends_the_sign_and_starts_nothing():
     assert all(any(f is s for f in frames[:cut_at]) for s in segment)
 
 
+def test_a_cut_straight_into_the_next_sign_ends_the_first_sign_there():
+    # Dictionary compilations cut from one sign to the next, often with the next hand
+    # already moving on the first frame after the cut: the frame after the cut changes
+    # less than the cut, but not four times less.
+    frames = signer_frames(width=320, height=240, still_s=1.0, move_s=1.2, noise=4)
+    shifted = [np.roll(frame, 8, axis=1) for frame in frames]  # the next shot, framed a little apart
+    cut_at = 25
+    stream = frames[:22] + [frames[21]] * (cut_at - 22) + shifted[12:]
+    found = run(Segmenter(), stream)
+    assert len(found) == 2
+    (first_closed, first), (_, second) = found
+    assert first_closed == cut_at + 1
+    assert all(any(f is s for f in frames) for s in first)
+    assert all(any(f is s for f in shifted) for s in second)
+    # Asking the frame after a cut to be 4x stiller reads this cut as a hand: one merged sign.
+    merged = run(Segmenter(SegmenterConfig(jump_after_ratio=4.0)), stream)
+    assert len(merged) == 1
+
+
 def test_motion_is_measured_per_tenth_of_a_second_at_any_frame_rate():
     # At 20 fps the hand moves half as far between frames as at 10 fps; the thresholds
     # must mean the same movement at both rates.
