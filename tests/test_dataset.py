@@ -256,6 +256,22 @@ def test_paths_never_leave_the_layout(tmp_path, fake, engine_config):
             dataset.dataset_folder(root, name)
 
 
+def test_dataset_and_run_names_follow_one_rule():
+    from training.errors import RunError
+    from training.finetune.runs import check_name as check_run_name
+
+    for bad in ("../x", "/abs", ".hidden", "a/b", "", "-dash", "a b", "x" * 101):
+        for check, error in ((dataset.check_name, DatasetError), (check_run_name, RunError)):
+            with pytest.raises(error, match=r"use letters, digits, '\.', '_' and '-', starting with a letter or digit"):
+                check(bad)
+    assert dataset.check_name(" gestures-v1.2 ") == "gestures-v1.2"
+    # A run is named "<dataset>-<UTC timestamp>" by default: the longest dataset name fits.
+    longest = "d" * dataset.NAME_LONGEST
+    assert check_run_name(f"{longest}-20261201-180000") == f"{longest}-20261201-180000"
+    with pytest.raises(DatasetError, match="at most 64"):
+        dataset.check_name(longest + "d")
+
+
 def test_export_zips_the_dataset_atomically(built):
     layout, _, _ = built
     target = build.export_dataset("small", layout)

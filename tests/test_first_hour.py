@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 
 import pytest
 
@@ -80,13 +81,21 @@ def test_missing_splits_are_said_before_training_and_evaluation(tuner):
 
 
 def test_dataset_lists_follow_the_data(tuner, tmp_path):
-    update, names = tuner.datasets_if_changed(None, None)
+    from webapp.common import datasets_if_changed
+
+    layout = tuner.layout
+    # Nothing chosen yet: the newest dataset (the one a build just made), not the first by name.
+    os.utime(layout.datasets / "no-val" / "dataset.jsonl", (2e9, 2e9))
+    update, names = datasets_if_changed(layout, None, None)
     assert names == ["no-val", "train-only"] and update.constructor_args["value"] == "no-val"
-    skipped = tuner.datasets_if_changed(names, "no-val")
+    skipped = datasets_if_changed(layout, names, "no-val")
     assert all(s.get("__type__") == "update" and len(s) == 1 for s in skipped)  # unchanged: nothing redrawn
-    write_gesture_dataset(tuner.layout.datasets / "new", train_per_class=1, test_per_class=1)
-    update, names = tuner.datasets_if_changed(names, "train-only")
-    assert "new" in names and update.constructor_args["value"] == "train-only"
+    write_gesture_dataset(layout.datasets / "new", train_per_class=1, test_per_class=1)
+    update, names = datasets_if_changed(layout, names, "train-only")
+    assert "new" in names and update.constructor_args["value"] == "train-only"  # the user's choice stays
+    shutil.rmtree(layout.datasets / "train-only")
+    update, names = datasets_if_changed(layout, names, "train-only")
+    assert names == ["new", "no-val"] and update.constructor_args["value"] == "no-val"
 
 
 def test_logging_steps_exposed_and_automatic_and_log_lines_are_words():

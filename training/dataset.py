@@ -29,14 +29,14 @@ from typing import Any
 
 from engine import build_config, project_path, read_config_file
 from training.errors import DatasetError, UserDataError
-from training.layout import DataLayout, resolve_inside
+from training.layout import FOLDER_NAME_RULE, DataLayout, check_folder_name, is_folder_name, resolve_inside
 
 DEFAULT_DATASET_CONFIG = "assets/config/dataset.yml"
 SPLITS = ("train", "val", "test")
 SPLIT_RULES = ("official", "signer")
 USER_STATUSES = ("pending", "accepted")  # "excluded" never goes into a dataset
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-NAME_RULE = "letters, digits, '.', '_' and '-' (at most 64, starting with a letter or digit)"
+# A dataset's name is its folder's; run names (<dataset>-<timestamp>) get more room.
+NAME_LONGEST = 64
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,8 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         # One sentence per bad value, naming it and its rule: not every rule at once.
         problems = []
-        if not _NAME.fullmatch(self.name):
-            problems.append(f"the dataset name {self.name[:80]!r} is not valid: use {NAME_RULE}")
+        if not is_folder_name(self.name, NAME_LONGEST):
+            problems.append(f"the dataset name {self.name[:80]!r} is not valid: use {FOLDER_NAME_RULE} (at most {NAME_LONGEST})")
         if self.splits not in SPLIT_RULES:
             problems.append(f"splits must be {' or '.join(SPLIT_RULES)}, not {self.splits!r}")
         if (len(self.split_fractions) != 3 or any(f < 0 for f in self.split_fractions)
@@ -130,11 +130,7 @@ def load_dataset_config(path: str | Path | None = None, *, overrides: Mapping[st
 
 def check_name(name: str | None) -> str:
     """A dataset name, or one sentence saying why it cannot be one."""
-    name = name.strip() if isinstance(name, str) else ""
-    if not _NAME.fullmatch(name):
-        shown = name if len(name) <= 40 else name[:40] + "..."
-        raise DatasetError(f"{shown!r} is not a dataset name: use {NAME_RULE}.")
-    return name
+    return check_folder_name(name, kind="dataset", longest=NAME_LONGEST, error=DatasetError)
 
 
 _GLOSS = re.compile(r"[^\W_](?:[\w '.()-]{0,62}[\w.)])?")
@@ -169,7 +165,7 @@ def list_datasets(layout: DataLayout) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir()
-                  if _NAME.fullmatch(p.name) and (p / "dataset.jsonl").is_file() and not p.is_symlink())
+                  if is_folder_name(p.name, NAME_LONGEST) and (p / "dataset.jsonl").is_file() and not p.is_symlink())
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,31 @@ no other module spells a folder name under the data root.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from training.errors import UserDataError
+
+
+# Datasets and runs are folders named by users: one path component, safe on every OS,
+# never hidden, never "." or "..", and short enough for a path under the data root.
+FOLDER_NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit"
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def is_folder_name(name: str, longest: int) -> bool:
+    """True when `name` is a valid dataset or run folder name of at most `longest` characters."""
+    return len(name) <= longest and _FOLDER_NAME.fullmatch(name) is not None
+
+
+def check_folder_name(name: str | None, *, kind: str, longest: int, error: type[Exception]) -> str:
+    """`name` stripped, or `error` with one sentence naming the rule (`kind`: "dataset", "run")."""
+    name = name.strip() if isinstance(name, str) else ""
+    if not is_folder_name(name, longest):
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise error(f"{shown!r} is not a {kind} name: use {FOLDER_NAME_RULE} (at most {longest}).")
+    return name
 
 
 @dataclass(frozen=True)

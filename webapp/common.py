@@ -13,6 +13,8 @@ import numpy as np
 import spaces
 
 from engine import Engine, Prediction, RecognitionResult, SignLensError
+from training.dataset import list_datasets
+from training.layout import DataLayout
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +153,23 @@ def outside_vocabulary(engine: Engine, gloss: str) -> str:
         return (f" Note: {gloss} is not in the model's vocabulary ({len(known)} glosses), so the model cannot "
                 "answer it until a dataset with it is built and an adapter trained on it.")
     return ""
+
+
+def datasets_if_changed(layout: DataLayout, shown: list[str] | None, value: str | None):
+    """A built-dataset picker and the names it shows, redrawn only when the list changed.
+
+    Curate and Fine-tune poll this: a redraw while someone has the dropdown open would
+    close it under them. The choice stays while it exists; otherwise the newest dataset
+    (the one a build just made) is chosen.
+    """
+    names = list_datasets(layout)
+    if shown is not None and names == list(shown):
+        return gr.skip(), gr.skip()
+    if value not in names:
+        value = max(names, key=lambda name: (layout.datasets / name / "dataset.jsonl").stat().st_mtime, default=None)
+    return gr.Dropdown(choices=names, value=value), names
+
+
+def first_cell(evt: gr.SelectData) -> str:
+    """The first cell of the table row a user selected (its clip reference or run name)."""
+    return (evt.row_value or [""])[0]

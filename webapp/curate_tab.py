@@ -15,6 +15,7 @@ returns at once, a `gr.Timer` polls the progress, Stop sets the thread's cancel 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import shutil
@@ -33,7 +34,7 @@ from training.dataset import SPLIT_RULES, USER_STATUSES, DatasetConfig, list_dat
 from training.errors import DatasetError
 from training.layout import DataLayout
 from webapp.access import LOCAL, Access
-from webapp.common import current_blocks
+from webapp.common import current_blocks, datasets_if_changed, first_cell
 
 CLIP_COLUMNS = ["clip", "gloss", "status", "source", "signer", "split", "file", "note"]
 GLOSS_COLUMNS = ["gloss", "train", "val", "test", "total"]
@@ -156,13 +157,6 @@ class Curator:
         names = list_datasets(self.layout)
         return gr.Dropdown(choices=names, value=names[0] if names else None)
 
-    def datasets_if_changed(self, shown: list[str] | None, value: str | None):
-        """The built-dataset picker after a build (or on page load): skipped while the list is as shown."""
-        names = list_datasets(self.layout)
-        if shown is not None and names == list(shown):
-            return gr.skip(), gr.skip()
-        return gr.Dropdown(choices=names, value=value if value in names else (names[-1] if names else None)), names
-
     def export(self, name: str | None) -> str:
         return self._servable(self.curation.export(name))
 
@@ -281,15 +275,12 @@ def build_curate_tab(engine: Any, layout: DataLayout, *, access: Access = LOCAL,
         export = gr.Button("Export (zip)")
         exported = gr.File(label="Export", interactive=False)
 
-    def row_selected(evt: gr.SelectData) -> str:
-        return (evt.row_value or [""])[0]
-
     show_stats.click(errors(curator.stats), selection, [summary, plot, gloss_table, gloss, new_gloss, add_gloss],
                      api_name="curate_stats")
     browse.click(errors(curator.clips), [gloss, *selection], clip_table, api_name="curate_clips")
     gloss.select(errors(curator.clips), [gloss, *selection], clip_table, api_name="curate_search")
     review.click(errors(curator.pending), selection, clip_table, api_name="curate_pending")
-    clip_table.select(row_selected, None, selected, api_name="curate_select", api_visibility="private",
+    clip_table.select(first_cell, None, selected, api_name="curate_select", api_visibility="private",
                       queue=False).then(errors(curator.preview), selected, [player, about],
                                         api_name="curate_select_preview", api_visibility="private")
     selected.submit(errors(curator.preview), selected, [player, about], api_name="curate_preview")
@@ -309,7 +300,7 @@ def build_curate_tab(engine: Any, layout: DataLayout, *, access: Access = LOCAL,
     # (the timer ticks anyway); a clip added is cleared from the form, so a second click
     # cannot add it twice.
     built_names = gr.State(None)
-    gr.on([timer.tick, current_blocks().load], access.guard(curator.datasets_if_changed, quiet=2), [built_names, built],
+    gr.on([timer.tick, current_blocks().load], access.guard(functools.partial(datasets_if_changed, curator.layout), quiet=2), [built_names, built],
           [built, built_names],
           api_name="curate_datasets_watch", api_visibility="private", queue=False, show_progress="hidden")
     add_done.success(lambda: (None, None), None, [recording, add_gloss], api_name="curate_add_clear",

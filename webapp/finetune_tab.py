@@ -17,6 +17,7 @@ No torch or transformers here, nor in training/finetune/runs.py: the processes i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from training.finetune.runs import RunInfo, RunManager, check_name
 from training.layout import DataLayout
 from webapp.access import LOCAL, Access
 from webapp.status import public_text
-from webapp.common import current_blocks
+from webapp.common import current_blocks, datasets_if_changed, first_cell
 
 ADAPTER_COLUMNS = ["run", "dataset", "steps", "train loss", "samples/s", "top-1", "top-5", "base top-1", "active"]
 # The config fields the tab lets users edit; the rest come from assets/config/finetune.yml.
@@ -89,13 +90,6 @@ class FineTuner:
                   else "training reports no validation loss")
         return (f"⚠️ {dataset} has no {' and no '.join(missing)} clips (splits: {', '.join(splits) or 'none'}): "
                 f"{effect}. Rebuild it in Curate with more clips or the signer split rule.")
-
-    def datasets_if_changed(self, shown: list[str] | None, value: str | None):
-        """The dataset picker after a build (or on page load); skipped while the list is as shown."""
-        names = list_datasets(self.layout)
-        if shown is not None and names == list(shown):
-            return gr.skip(), gr.skip()
-        return gr.Dropdown(choices=names, value=value if value in names else (names[0] if names else None)), names
 
     def delete(self, run: str | None):
         if not run:
@@ -326,9 +320,6 @@ def build_finetune_tab(engine: Any, layout: DataLayout, *, access: Access = LOCA
     seen = gr.State({})
     timer = gr.Timer(2.0)
 
-    def row_selected(evt: gr.SelectData) -> str:
-        return (evt.row_value or [""])[0]
-
     watched = [job, log, plot, table, adapter, report, confusion, active, seen]
     poll = dict(fn=access.guard(tuner.tick, quiet=len(watched)), inputs=[run, adapter, seen], outputs=watched,
                 show_progress="hidden", queue=False)
@@ -340,7 +331,7 @@ def build_finetune_tab(engine: Any, layout: DataLayout, *, access: Access = LOCA
     timer.tick(**poll, api_name="finetune_status")
     run.change(**poll, api_name="finetune_watch", api_visibility="private")
     adapter.change(**poll, api_name="finetune_choose", api_visibility="private")
-    table.select(row_selected, None, adapter, api_name="finetune_select", api_visibility="private", queue=False)
+    table.select(first_cell, None, adapter, api_name="finetune_select", api_visibility="private", queue=False)
     evaluate.click(errors(tuner.evaluate), adapter, job, api_name="finetune_evaluate")
     activate.click(errors(tuner.activate), adapter, [active, table], api_name="finetune_activate")
     deactivate.click(errors(tuner.deactivate), None, [active, table], api_name="finetune_deactivate")
@@ -349,7 +340,7 @@ def build_finetune_tab(engine: Any, layout: DataLayout, *, access: Access = LOCA
     # The dataset list follows the data (page load; a build finishing while the page is open),
     # and the chosen dataset's missing splits are said before training.
     dataset_names = gr.State(None)
-    gr.on([timer.tick, current_blocks().load], access.guard(tuner.datasets_if_changed, quiet=2), [dataset_names, dataset],
+    gr.on([timer.tick, current_blocks().load], access.guard(functools.partial(datasets_if_changed, tuner.layout), quiet=2), [dataset_names, dataset],
           [dataset, dataset_names],
           api_name="finetune_datasets_watch", api_visibility="private", queue=False, show_progress="hidden")
     dataset.change(access.guard(tuner.dataset_note, quiet=1), dataset, split_note, api_name="finetune_dataset_note", api_visibility="private",

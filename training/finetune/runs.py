@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -49,7 +48,7 @@ from training.dataset import list_datasets, load_dataset
 from training.errors import RunBusy, RunError
 from training.finetune.config import load_finetune_config
 from training.finetune.run_folder import RunFolder, read_json, read_losses
-from training.layout import DataLayout
+from training.layout import DataLayout, check_folder_name, is_folder_name
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 MODULES = {"train": "training.finetune", "eval": "training.evaluate"}
 # Letters, digits, ".", "_", "-"; no leading dot, so never ".", ".." or a hidden folder
 # (the trainer stages adapters in ".adapter.*").
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# A default name is "<dataset>-<UTC timestamp>": a 64-character dataset name fits.
+NAME_LONGEST = 100
 # The trainer stops at the end of the step after CANCEL appears and saves a checkpoint;
 # a step of a 2B model on a CPU can take minutes, so wait this long before terminating.
 CANCEL_TIMEOUT_S = 180.0
@@ -69,11 +69,7 @@ ACTIVE = ("starting", "running")
 
 def check_name(name: str | None) -> str:
     """A run name, or one sentence saying why it cannot be one."""
-    name = (name or "").strip() if isinstance(name, str) else ""
-    if not _NAME.fullmatch(name):
-        shown = name if len(name) <= 40 else name[:40] + "..."
-        raise RunError(f"{shown!r} is not a run name: use letters, digits, '.', '_' and '-', starting with a letter or digit.")
-    return name
+    return check_folder_name(name, kind="run", longest=NAME_LONGEST, error=RunError)
 
 
 def child_engine_config(engine_config: Any) -> Any:
@@ -271,7 +267,7 @@ class RunManager:
         """Every run folder, newest first."""
         if not self.runs_root.is_dir():
             return []
-        folders = [p for p in self.runs_root.iterdir() if p.is_dir() and not p.is_symlink() and _NAME.fullmatch(p.name)
+        folders = [p for p in self.runs_root.iterdir() if p.is_dir() and not p.is_symlink() and is_folder_name(p.name, NAME_LONGEST)
                    and any(f.is_file() for f in (RunFolder(p).finetune_config, RunFolder(p).process, RunFolder(p).status))]
         return sorted((self._info(p) for p in folders), key=lambda r: r.started, reverse=True)
 
@@ -324,7 +320,7 @@ class RunManager:
             return None
         self._scanned = time.monotonic()
         for folder in (self.runs_root.iterdir() if self.runs_root.is_dir() else ()):
-            record = read_json(RunFolder(folder).process) if _NAME.fullmatch(folder.name) else {}
+            record = read_json(RunFolder(folder).process) if is_folder_name(folder.name, NAME_LONGEST) else {}
             kind, pid = record.get("kind"), record.get("pid")
             if kind in MODULES and isinstance(pid, int) and _pid_alive(pid, MODULES[kind]):
                 job = _Job(kind, folder.name, folder, pid, None)
