@@ -166,8 +166,16 @@ def datasets_if_changed(layout: DataLayout, shown: list[str] | None, value: str 
     if shown is not None and names == list(shown):
         return gr.skip(), gr.skip()
     if value not in names:
-        value = max(names, key=lambda name: (layout.datasets / name / "dataset.jsonl").stat().st_mtime, default=None)
+        value = max(names, key=lambda name: _built_at(layout, name), default=None)
     return gr.Dropdown(choices=names, value=value), names
+
+
+def _built_at(layout: DataLayout, name: str) -> float:
+    """When a dataset was built; 0 if it vanished since it was listed (a rebuild replacing it)."""
+    try:
+        return (layout.datasets / name / "dataset.jsonl").stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def first_cell(evt: gr.SelectData) -> str:
