@@ -43,7 +43,8 @@ class ModelConfig:
     device: str = "auto"
     # "auto" picks bf16/fp16/fp32 by device; explicit values are honoured or refused.
     dtype: str = "auto"
-    # "auto": NF4 4-bit on CUDA, the measured-fastest option elsewhere (engine/quantization.py).
+    # "auto": NF4 4-bit on CUDA, dynamic int8 on CPU (measured fastest, keeps adapters;
+    # bf16 instead where it timed faster), none elsewhere (engine/model.py).
     quantization: str = "auto"
     # LoRA adapter folder applied after loading; empty for the base model.
     adapter: str = ""

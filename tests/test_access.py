@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import gradio as gr
 import pytest
@@ -15,7 +16,7 @@ from gradio_client.exceptions import AppError
 
 from conftest import ROOT, free_port, http_get, tiny_config
 from media import write_video
-from webapp.access import ADMINS_ONLY, choose_access
+from webapp.access import ADMINS_ONLY, PUBLIC_ONLY_RECOGNITION, choose_access
 from webapp.users import Users, UsersError
 
 RECOGNITION = {"recognize", "recognize_batch", "sentence", "model_info"}
@@ -61,6 +62,8 @@ def test_users_file_holds_salted_hashes_only(users_file, tmp_path):
     ("127.0.0.1", {"public": True}, {}, "public"),
     ("127.0.0.1", {}, {"SIGNLENS_PUBLIC": "1"}, "public"),
     ("127.0.0.1", {}, {"SPACE_ID": "someone/signlens"}, "public"),
+    ("127.0.0.1", {}, {"GRADIO_SHARE": "True"}, "public"),  # Gradio opens a public link by itself
+    ("127.0.0.1", {}, {"GRADIO_SHARE": "False"}, "local"),
     ("0.0.0.0", {"auth": True}, {}, "team"),
     ("0.0.0.0", {}, {"SPACE_ID": "someone/signlens", "SIGNLENS_USERS": True}, "team"),
 ])
@@ -72,6 +75,11 @@ def test_the_posture_follows_from_how_the_server_was_started(users_file, host, f
     assert access.curation == (posture != "public")
     assert access.is_admin(None) == (posture == "local")
     assert access.is_admin("alice") == (posture in ("local", "team")) and access.is_admin("bob") == (posture == "local")
+    # A refusal says what this server is: a login helps on a team server, nothing does on a public one.
+    if posture != "local":
+        refused = access.guard(lambda: "saved")
+        with pytest.raises(gr.Error, match=ADMINS_ONLY if posture == "team" else PUBLIC_ONLY_RECOGNITION):
+            refused(SimpleNamespace(username="bob"))
 
 
 def _endpoints(client: Client) -> set[str]:

@@ -200,6 +200,21 @@ def test_cpu_8bit_is_dynamic_int8_and_ranks_like_fp32(tiny_engine, tiny_model_di
     engine.close()
 
 
+def test_auto_quantization_is_int8_on_cpu_unless_bf16_timed_faster(tiny_model_dir):
+    from engine.model import resolve_quantization
+
+    assert resolve_quantization("auto", "cpu", torch.float32)[0] == "8bit"
+    assert resolve_quantization("auto", "cpu", torch.bfloat16)[0] == "none"  # bf16's own 2x, int8 needs fp32
+    assert resolve_quantization("auto", "cuda", torch.bfloat16)[0] == "4bit"
+    assert resolve_quantization("auto", "mps", torch.float16)[0] == "none"
+    assert resolve_quantization("none", "cpu", torch.float32)[0] == "none"  # asked for: honoured
+    # Through the engine: a CPU load with everything on auto but the dtype serves int8.
+    engine = Engine(tiny_config(tiny_model_dir, model={"quantization": "auto"})).start()
+    status = engine.status()
+    assert status.quantization == "8bit" and "int8" in status.detail
+    engine.close()
+
+
 def test_cli_keeps_going_when_one_file_fails(tiny_model_dir, tmp_path, monkeypatch, capsys):
     from engine.__main__ import main
 

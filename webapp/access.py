@@ -1,9 +1,10 @@
 """Who may do what: the server's posture, chosen safely from how it was started.
 
     local   bound to loopback, no users: everything on, no login (one person, own machine)
-    public  bound to another address, on a Hugging Face Space (SPACE_ID), or --public /
-            SIGNLENS_PUBLIC=1, with no users: recognition only; the Curate and Fine-tune
-            tabs are not built, so their endpoints do not exist
+    public  bound to another address, on a Hugging Face Space (SPACE_ID), a Gradio share
+            link (GRADIO_SHARE), or --public / SIGNLENS_PUBLIC=1, with no users:
+            recognition only; the Curate and Fine-tune tabs are not built, so their
+            endpoints do not exist
     team    users configured (--auth FILE, SIGNLENS_AUTH_FILE, or the SIGNLENS_USERS
             secret): Gradio's login in front of everything; role admin gets all four
             tabs, role user recognition only
@@ -26,8 +27,10 @@ from webapp.common import user_errors
 from webapp.users import Users
 
 ADMINS_ONLY = "Only an admin can do that: log in as one."
+PUBLIC_ONLY_RECOGNITION = "That is off on this public server: it recognizes signs and saves nothing."
 HOW_TO_ENABLE = ("Curating and fine-tuning are off on this public server. To turn them on, add users "
-                 "(`python -m webapp.users add NAME --role admin --file users.txt`) and start with `--auth users.txt`.")
+                 "(`python -m webapp.users add NAME --role admin --file users.txt`) and start with `--auth users.txt`, "
+                 "or on a Space put that file's lines in a `SIGNLENS_USERS` secret.")
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class Access:
             if not self.is_admin(getattr(request, "username", None)):
                 if quiet:
                     return gr.skip() if quiet == 1 else tuple(gr.skip() for _ in range(quiet))
-                raise gr.Error(ADMINS_ONLY, print_exception=False)
+                raise gr.Error(ADMINS_ONLY if self.posture == "team" else PUBLIC_ONLY_RECOGNITION, print_exception=False)
             return handler(*args, **kwargs)
 
         # Gradio passes a gr.Request to the positional parameter whose type hint says so,
@@ -91,11 +94,18 @@ def choose_access(host: str, *, public: bool, auth_file: str | None, environ: Ma
                       Users.parse(environ["SIGNLENS_USERS"], "SIGNLENS_USERS"))
     if environ.get("SPACE_ID"):
         return Access("public", "running on a Hugging Face Space with no users: recognition only")
-    if public or environ.get("SIGNLENS_PUBLIC", "").strip().lower() in ("1", "true", "yes", "on"):
+    if public or _truthy(environ.get("SIGNLENS_PUBLIC")):
         return Access("public", "started as public with no users: recognition only")
+    if _truthy(environ.get("GRADIO_SHARE")):
+        # Gradio opens a public share link by itself when this is set: anyone may reach it.
+        return Access("public", "sharing a public Gradio link with no users: recognition only")
     if not _loopback(host):
         return Access("public", f"listening on {host}, beyond this machine, with no users: recognition only")
     return LOCAL
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _loopback(host: str) -> bool:
