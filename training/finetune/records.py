@@ -41,13 +41,21 @@ def _rows(section: str, subset: str) -> list[dict[str, Any]]:
 
 
 def standard_subset(config: Any) -> str:
-    """The official subset a dataset config is, whole ("WLASL100"...), or "" when it is not one."""
+    """The standard subset a dataset config selects ("WLASL100"...), or "" when it names none."""
     subset = (getattr(config, "subset", "") or "").upper()
-    if subset not in load_records().get("records", {}):
-        return ""
-    if getattr(config, "glossary", "") or getattr(config, "sources", ()) or getattr(config, "max_clips_per_gloss", 0):
-        return ""  # a glossary, a source filter or a cap leaves some of the subset out
-    return subset
+    return subset if subset in load_records().get("records", {}) else ""
+
+
+def narrowed_by(config: Any) -> list[str]:
+    """What keeps only part of the subset (a glossary, a source filter, a cap per gloss)."""
+    reasons = []
+    if getattr(config, "glossary", ""):
+        reasons.append("the glossary")
+    if getattr(config, "sources", ()):
+        reasons.append("a source filter")
+    if getattr(config, "max_clips_per_gloss", 0):
+        reasons.append("a cap on clips per gloss")
+    return reasons
 
 
 def records_for(config: Any, *, split: str) -> dict[str, Any] | None:
@@ -56,6 +64,15 @@ def records_for(config: Any, *, split: str) -> dict[str, Any] | None:
     if not subset:
         return None
     rule = getattr(config, "splits", "official")
+    narrowed = narrowed_by(config)
+    if narrowed:
+        # Said, not silently dropped: the default selection has a glossary, and a user who
+        # picked WLASL100 expects to see why no record is shown.
+        return {"subset": subset, "split_rule": rule, "comparable": False,
+                "note": (f"{subset} narrowed by {' and '.join(narrowed)}: not the published benchmark, so the "
+                         f"records are not compared. Build with glossary '' (every gloss), no source filter "
+                         f"and no cap to compare."),
+                "records": [], "context": []}
     if rule == "signer":
         return {"subset": subset, "split_rule": rule, "comparable": False, "note": SIGNER_NOTE,
                 "records": [], "context": []}
