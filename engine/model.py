@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -107,7 +108,9 @@ def load_model(config: ModelConfig, *, accelerators: Accelerators | None = None)
     model.eval()
     memory = model.get_memory_footprint() if hasattr(model, "get_memory_footprint") else 0
     seconds = time.perf_counter() - started
-    log.info("Loaded %s on %s in %.1f s (%s, %.0f MB)", config.id, device.kind, seconds, quantization, memory / 2**20)
+    # A local folder by its name only: logs are shipped and read elsewhere, server paths stay here.
+    shown = Path(config.id).name if Path(config.id).is_absolute() else config.id
+    log.info("Loaded %s on %s in %.1f s (%s, %.0f MB)", shown, device.kind, seconds, quantization, memory / 2**20)
     return LoadedModel(model, processor, device, quantization, why, memory, seconds)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -213,6 +214,14 @@ def test_auto_quantization_is_int8_on_cpu_unless_bf16_timed_faster(tiny_model_di
     status = engine.status()
     assert status.quantization == "8bit" and "int8" in status.detail
     engine.close()
+
+
+def test_the_load_log_names_a_local_model_folder_without_its_path(tiny_model_dir, caplog):
+    caplog.set_level(logging.INFO, logger="engine.model")
+    engine = Engine(tiny_config(tiny_model_dir)).start()
+    engine.close()
+    loaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Loaded ")]
+    assert loaded and tiny_model_dir.name in loaded[0] and str(tiny_model_dir.parent) not in loaded[0]
 
 
 def test_cli_keeps_going_when_one_file_fails(tiny_model_dir, tmp_path, monkeypatch, capsys):
