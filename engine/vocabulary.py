@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.config import ROOT, RecognitionConfig
 from engine.errors import SignLensError
 
-DEFAULT_VOCABULARY = (
-    Path(__file__).resolve().parent.parent / "assets" / "glossaries" / "asl_core_320.txt"
-)
+# The shipped glossary, where the config default points (absolute: any working directory)
+DEFAULT_VOCABULARY = ROOT / RecognitionConfig.vocabulary
 
 _UNCATEGORIZED = "uncategorized"
 
