@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 
@@ -270,14 +269,3 @@ def test_every_error_reaches_the_user_as_one_sentence(caplog):
     assert caught.value.message == UNEXPECTED and "internal detail" not in caught.value.message
     [record] = caplog.records
     assert record.exc_info and record.exc_info[0] is KeyError  # the traceback goes to the log
-
-
-def test_zero_gpu_decorator_is_a_no_op_off_spaces():
-    import spaces
-
-    from webapp import common
-
-    assert not os.environ.get("SPACES_ZERO_GPU")  # not on a ZeroGPU Space here
-    # Off Spaces, spaces.GPU hands back the very function: no wrapper, no process, no queue.
-    assert spaces.GPU(duration=60)(common.label_value) is common.label_value
-    assert common.recognize_file.__module__ == "webapp.common" and not hasattr(common.recognize_file, "__wrapped__")
