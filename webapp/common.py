@@ -134,8 +134,9 @@ def recognize_file(engine: Engine, path: str | Path, start_s: float | None = Non
     ZeroGPU worker: that worker would keep a copy of the engine frozen in "loading" for
     its later calls. An engine of another app built later in the same process (tests and
     benchmarks build several) is also called here, as `spaces.GPU` itself does off ZeroGPU.
+    The trim bounds go on as the caller gave them: the engine checks them, in one sentence.
     """
-    path, start_s, end_s = str(path), _seconds(start_s), _seconds(end_s)
+    path = str(path)  # a plain str: Gradio's NamedString would drag its class across
     if engine is _ENGINE and engine.status().state == "ready":
         outcome = recognize_on_gpu(path, start_s, end_s)
     else:
@@ -143,11 +144,6 @@ def recognize_file(engine: Engine, path: str | Path, start_s: float | None = Non
     if outcome.error is not None:
         raise outcome.error
     return outcome.result, outcome.wall_ms
-
-
-def _seconds(value: float | None) -> float | None:
-    """A trim bound as a plain float (what pickles and what the engine expects), None kept."""
-    return None if value is None else float(value)
 
 
 def label_value(top: Sequence[Prediction]) -> dict[str, float]:
