@@ -16,6 +16,12 @@ its index in the sign. Which frames the model reads is only known at the end, so
 picked then, evenly spaced among the encoded ones (`chosen_indices`), and only the
 language model is left to run (`Engine.recognize_encoded`, which encodes again any frame
 that is missing or whose features an adapter swap made stale).
+
+`admit` lets the caller ration the model: it is asked once per finished sign, just before
+the sign would go to the worker, and a sentence back skips the sign with that sentence as
+the notice (the web app counts signs against the client's rate limit). After a refusal,
+early encoding pauses until a sign is admitted again, so a refused client's signs cost no
+model work at all; the first sign admitted after that is encoded at its end instead.
 """
 
 from __future__ import annotations
@@ -109,8 +115,12 @@ class LiveRecognizer:
         *,
         thumbnail_width: int = 160,
         clock: Callable[[], float] = time.monotonic,
+        admit: Callable[[], str] | None = None,
     ):
         self.engine = engine
+        # Asked once per finished sign, on the stream's thread: "" to recognize it, else the
+        # sentence saying why it is skipped. It must be quick (it runs inside `feed`).
+        self._admit = admit
         self._clock = clock  # when frames arrive; tests pass a fake one
         self.config = config or LiveConfig()
         self.segmenter = Segmenter(self.config.segmenter)
@@ -133,6 +143,8 @@ class LiveRecognizer:
         self._seen = 0
         # Encodes waiting for the worker (under _lock), at most EARLY_BACKLOG.
         self._queued_encodes = 0
+        # The last finished sign was refused by `admit`: no early encoding until one is admitted.
+        self._refused = False
         # Worker side only: sign number -> {index in the sign: its encoded frame}.
         self._encoded: dict[int, dict[int, "EncodedFrame"]] = {}
 
@@ -160,11 +172,13 @@ class LiveRecognizer:
             self._seen = 0
             return
         if self._seen == 0:  # a sign started: its preroll frames arrive at once
+            # Numbered even when not encoded, so a sign never reads an earlier one's features.
             self._sign += 1
             self._stride = early_stride(self.config, self.engine.profile.frames_per_clip)
-        for index in range(self._seen, len(recording)):
-            if index % self._stride == 0:
-                self._enqueue_encode(self._sign, index, recording[index])
+        if not self._refused:
+            for index in range(self._seen, len(recording)):
+                if index % self._stride == 0:
+                    self._enqueue_encode(self._sign, index, recording[index])
         self._seen = len(recording)
 
     def _enqueue_encode(self, sign: int, index: int, frame: np.ndarray) -> None:
@@ -182,6 +196,13 @@ class LiveRecognizer:
                 self.notice = "Signs are coming faster than the model can read them; one was skipped."
                 self.version += 1
                 return False
+            # Asked only for a sign that would go to the model: one skipped above is not counted.
+            refusal = self._admit() if self._admit is not None else ""
+            self._refused = bool(refusal)
+            if refusal:
+                self.notice = refusal
+                self.version += 1
+                return False
             self.pending += 1  # shown in the status line; `version` waits for the result
         # Keep only the frames the model will read: a few MB per waiting sign, not 40 frames.
         count = self.engine.profile.frames_per_clip
@@ -197,8 +218,7 @@ class LiveRecognizer:
     def _encode(self, sign: int, index: int, frame: np.ndarray) -> None:
         with self._lock:
             self._queued_encodes -= 1
-        for older in [n for n in self._encoded if n < sign]:
-            del self._encoded[older]  # a sign the segmenter dropped, or one skipped as too many
+        self._forget_before(sign)
         try:
             self._encoded.setdefault(sign, {})[index] = self.engine.encode_frames([frame])[0]
         except Exception:  # not fatal: the frame is encoded again when the sign ends
@@ -208,6 +228,7 @@ class LiveRecognizer:
         entry, notice = None, ""
         try:
             if self.config.encode_early:
+                self._forget_before(sign)
                 cache = self._encoded.pop(sign, {})
                 result = self.engine.recognize_encoded([cache.get(i, frame) for i, frame in chosen])
             else:
@@ -232,8 +253,14 @@ class LiveRecognizer:
                 old = len(self.transcript) - 1 - self.KEEP_FRAMES
                 if old >= 0 and self.transcript[old].frames:
                     self.transcript[old] = replace(self.transcript[old], frames=())
-            self.notice = notice
+            if notice or not self._refused:  # a refusal's notice stays until a sign is admitted
+                self.notice = notice
             self.version += 1
+
+    def _forget_before(self, sign: int) -> None:
+        """Drop the early features of signs before `sign`: dropped by the segmenter, or skipped (worker side)."""
+        for older in [n for n in self._encoded if n < sign]:
+            del self._encoded[older]
 
     def _thumbnail(self, frame: np.ndarray) -> np.ndarray:
         step = max(1, -(-frame.shape[1] // self._thumbnail_width))  # ceil: never wider

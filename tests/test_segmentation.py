@@ -316,3 +316,29 @@ def test_a_sign_out_of_a_hold_that_does_not_end_at_rest_is_a_sign():
     second = up[12:5:-1]  # waving back, the hand still up (full blend from up[6] on)
     stream = rest + up + [up[-1]] * hold + second + [second[-1]] * hold + up[5::-1] + rest
     assert len(run(Segmenter(config), stream)) == 2
+
+
+def test_admit_skips_a_refused_sign_and_the_next_one_reads_only_its_own_frames(tiny_engine):
+    answers = iter(["", "Too many signs: this one was skipped.", ""])
+    engine = SlowEngine(tiny_engine)
+    live = LiveRecognizer(engine, LiveConfig(), admit=lambda: next(answers))
+    # Three different signs, one after another: the model must never mix their frames.
+    signs = [signer_frames(width=320, height=240, path=path, seed=seed) for seed, path in enumerate(["circle", "wave", "circle"])]
+    encoded, notices, t = [], [], 0.0
+    for frames in signs:
+        for frame in frames:
+            live.feed(frame, t)
+            t += 1 / FPS
+        live._executor.submit(lambda: None).result(20)  # the worker did all it was given (one thread, in order)
+        encoded.append(len(engine.encoded))
+        notices.append(live.notice)
+    assert notices == ["", "Too many signs: this one was skipped.", ""]
+    assert len(engine.seen) == 2 and len(live.transcript) == 2  # the second sign never reached the model
+    # After a refusal nothing is encoded early (a refused client costs no model work); the
+    # next admitted sign is encoded at its end, from its own frames, not the refused sign's.
+    assert 0 < encoded[0] < encoded[1] == encoded[2]
+    read = [getattr(f, "frame", f) for f in engine.seen[1]]
+    assert all(any(f is s for s in signs[2]) for f in read)
+    reference = tiny_engine.recognize(read)
+    assert [p.gloss for p in live.transcript[1].top] == [p.gloss for p in reference.top]
+    live.close()

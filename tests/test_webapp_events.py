@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 
@@ -272,12 +271,43 @@ def test_every_error_reaches_the_user_as_one_sentence(caplog):
     assert record.exc_info and record.exc_info[0] is KeyError  # the traceback goes to the log
 
 
-def test_zero_gpu_decorator_is_a_no_op_off_spaces():
-    import spaces
+def settle(session: LiveSession) -> None:
+    """Wait until the session's worker has finished every sign and early encode it was given."""
+    session.recognizer._executor.submit(lambda: None).result(30)  # one worker thread, in order
 
-    from webapp import common
 
-    assert not os.environ.get("SPACES_ZERO_GPU")  # not on a ZeroGPU Space here
-    # Off Spaces, spaces.GPU hands back the very function: no wrapper, no process, no queue.
-    assert spaces.GPU(duration=60)(common.label_value) is common.label_value
-    assert common.recognize_file.__module__ == "webapp.common" and not hasattr(common.recognize_file, "__wrapped__")
+def test_live_signs_count_against_the_clients_rate_limit(tiny_engine, tmp_path):
+    from webapp.settings import ServerConfig
+
+    engine = RecordingEngine(tiny_engine)
+    blocks = build_app(engine, layout=DataLayout.at(tmp_path), live_config=LiveConfig(),
+                       server=ServerConfig(rate_limit="2/minute"))
+    on_frame = event(blocks, "live_frame")
+    clock = iter(np.arange(0, 1000, 1 / FPS))  # frames at 10 fps, however fast the test runs
+    sign = [np.ascontiguousarray(f[:, ::-1]) for f in signer_frames(still_s=1.0, move_s=1.2)]  # as the browser sends them
+    alice, as_alice = LiveSession(engine, LiveConfig(), clock=lambda: float(next(clock))), gr.Request(username="alice")
+    statuses, spoken = [], []  # status lines and screen-reader announcements drawn during each of alice's signs
+    for _ in range(4):
+        drawn = [on_frame(alice, frame, as_alice) for frame in sign]  # the stream goes on throughout
+        settle(alice)
+        drawn.append((None, *event(blocks, "live_poll")(alice)))
+        statuses.append([out[1] for out in drawn if isinstance(out[1], str)])
+        spoken.append([out[9] for out in drawn if isinstance(out[9], str)])
+    # The first two signs were recognized; the third and fourth never reached the model.
+    assert len(alice.recognizer.transcript) == 2 and len(engine.seen) == 2
+    notice = "Too many signs (2 per 1 minute): this one was skipped, not recognized; try again in "
+    assert not any(notice in line for lines in statuses[:2] for line in lines)
+    assert any(notice in line for line in statuses[2]) and any(notice in line for line in statuses[3])
+    assert alice.recognizer.notice.startswith(notice) and alice.recognizer.notice.endswith(" s.")
+    assert any(line.startswith(notice) for line in spoken[2]) and not any(notice in line for line in spoken[1])
+    # One count for all of a client's recognitions: alice's Sentence is refused too.
+    with pytest.raises(gr.Error, match="Too many requests"):
+        event(blocks, "live_sentence")(alice, as_alice)
+    # Another client's signs are still recognized.
+    bob = LiveSession(engine, LiveConfig(), clock=lambda: float(next(clock)))
+    for frame in sign:
+        on_frame(bob, frame, gr.Request(username="bob"))
+    settle(bob)
+    assert len(bob.recognizer.transcript) == 1 and bob.recognizer.notice == ""
+    alice.close()
+    bob.close()

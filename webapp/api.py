@@ -28,6 +28,7 @@ from webapp.common import (
     file_name,
     recognize_file,
     result_json,
+    serve_engine,
     user_errors,
 )
 from training.dataset import check_gloss
@@ -41,6 +42,7 @@ MAX_BATCH = 16
 
 def build_api(engine: Engine, rate_limit: RateLimit) -> None:
     """Add the API endpoints; call inside the app's `gr.Blocks`."""
+    serve_engine(engine)  # what /recognize and /recognize_batch use on a ZeroGPU Space (webapp/common.py)
     with gr.Column(visible=False):
         clip = ClipFile(label="clip", type="filepath")
         clips = ClipFile(label="clips", file_count="multiple", type="filepath")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -77,16 +78,72 @@ class ClipFile(gr.File):
         return NamedString(f.path)
 
 
+# The engine this process serves. On a ZeroGPU Space `recognize_on_gpu` runs in a worker
+# process that `spaces` forks, and its arguments and result cross by pickle; an Engine
+# (a model, locks) does not pickle, so the worker reaches the engine through this
+# reference, which the fork copies. The app sets it while it is built (`serve_engine`),
+# before any call can fork a worker. The one global: the engine.
+_ENGINE: Engine | None = None
+
+
+def serve_engine(engine: Engine) -> None:
+    """Make `engine` the one `recognize_on_gpu` uses (the Upload tab and the API call this as they are built)."""
+    global _ENGINE
+    _ENGINE = engine
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What `recognize_on_gpu` sends back: plain data that pickles (frames are numpy arrays)."""
+
+    # The recognition, or None when the file was refused.
+    result: RecognitionResult | None
+    # Wall time of the call in ms, decode included.
+    wall_ms: float
+    # The engine's sentence for a refused file (a `SignLensError` pickles with its
+    # message). Returned, not raised: spaces turns an exception raised in its worker into
+    # "ZeroGPU worker error" with the class name, and the user's sentence would be lost.
+    error: SignLensError | None = None
+
+
+def _recognize(engine: Engine, path: str, start_s: float | None, end_s: float | None) -> FileOutcome:
+    """One file through `engine.recognize`, timed; a refusal comes back as the outcome's error."""
+    started = time.perf_counter()
+    try:
+        result = engine.recognize(path, start_s=start_s, end_s=end_s)
+    except SignLensError as exc:
+        return FileOutcome(None, (time.perf_counter() - started) * 1000, exc)
+    return FileOutcome(result, (time.perf_counter() - started) * 1000)
+
+
 @spaces.GPU(duration=60)
+def recognize_on_gpu(path: str, start_s: float | None, end_s: float | None) -> FileOutcome:
+    """`_recognize` with the served engine; only a path and seconds go in, so the call pickles.
+
+    On a ZeroGPU Space `spaces.GPU` lends this call a GPU for up to 60 s (a call is one
+    clip's decode and forward) in its forked worker; anywhere else it is this function.
+    """
+    return _recognize(_ENGINE, path, start_s, end_s)
+
+
 def recognize_file(engine: Engine, path: str | Path, start_s: float | None = None, end_s: float | None = None) -> tuple[RecognitionResult, float]:
     """Recognize one uploaded file, trimmed in seconds; returns the result and wall time in ms.
 
-    On a ZeroGPU Space, `spaces.GPU` lends this call a GPU for up to 60 s (a call is one
-    clip's decode and forward); anywhere else it returns the function unchanged.
+    The served engine, once ready, goes through `recognize_on_gpu`. Before it is ready the
+    call stays in this process, so the engine says "still loading" without forking a
+    ZeroGPU worker: that worker would keep a copy of the engine frozen in "loading" for
+    its later calls. An engine of another app built later in the same process (tests and
+    benchmarks build several) is also called here, as `spaces.GPU` itself does off ZeroGPU.
+    The trim bounds go on as the caller gave them: the engine checks them, in one sentence.
     """
-    started = time.perf_counter()
-    result = engine.recognize(path, start_s=start_s, end_s=end_s)
-    return result, (time.perf_counter() - started) * 1000
+    path = str(path)  # a plain str: Gradio's NamedString would drag its class across
+    if engine is _ENGINE and engine.status().state == "ready":
+        outcome = recognize_on_gpu(path, start_s, end_s)
+    else:
+        outcome = _recognize(engine, path, start_s, end_s)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.result, outcome.wall_ms
 
 
 def label_value(top: Sequence[Prediction]) -> dict[str, float]:

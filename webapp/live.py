@@ -25,6 +25,12 @@ the stream's queue, so no frame ever waits for the model.
 A `None` frame (the camera not started yet, or a dropped frame) is ignored silently:
 raising would end the stream.
 
+Rate limit. Each finished sign handed to the model counts once against the client's limit
+(`server.yml` `rate_limit`, the same count as Upload, the API and Sentence). The client is
+the caller of the session's first frame. A sign over the limit is skipped, not recognized:
+the status line says so and when to retry, and the stream goes on. The check runs once
+per finished sign inside `LiveRecognizer.feed` (its `admit` hook), never per frame.
+
 "Correct this" saves the frames the model saw of a recent sign (the last
 `LiveRecognizer.KEEP_FRAMES`) as a short clip in the user data, source "live".
 """
@@ -32,6 +38,7 @@ raising would end the stream.
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +59,7 @@ from webapp.common import (
 )
 from webapp.status import toy_model_warning
 from webapp.access import LOCAL, Access
-from webapp.ops import RateLimit
+from webapp.ops import RateLimit, client_key
 from webapp.samples import write_video
 
 PREVIEW_MIRRORED = True
@@ -67,14 +74,48 @@ class LiveSession:
     """What one browser tab keeps in `gr.State`: its recognizer and what was drawn last."""
 
     def __init__(self, engine: Engine, config: LiveConfig, **options: Any):
-        self.recognizer = LiveRecognizer(engine, config, **options)
+        self.recognizer = LiveRecognizer(engine, config, admit=self._admit, **options)
+        # Whose limit the signs count against; None until the first frame's call binds it.
+        self._rate_limit: RateLimit | None = None
+        self._caller: gr.Request | None = None
         self.drawn_version: tuple[int, int] | int = -1
         self.drawn_status = ""
         # (index, entry identity, gloss) of the signs saved by "Correct this": one copy each.
         self.saved: set[tuple[int, int, str]] = set()
 
+    @property
+    def bound(self) -> bool:
+        return self._rate_limit is not None
+
+    def bind(self, rate_limit: RateLimit, request: gr.Request | None) -> None:
+        """Count this session's signs against `request`'s client (its login name, else its address)."""
+        self._rate_limit, self._caller = rate_limit, request
+
+    def _admit(self) -> str:
+        """The recognizer's `admit` hook: one finished sign, counted; "" or the notice of a skip."""
+        return sign_refusal(self._rate_limit, self._caller) if self._rate_limit is not None else ""
+
     def close(self) -> None:
         self.recognizer.close()
+
+
+def sign_refusal(rate_limit: RateLimit, request: gr.Request | None) -> str:
+    """Count one sign against the client's limit: "" to recognize it, else a notice saying when to retry.
+
+    `RateLimit.check` does the counting, as for every other recognition; its refusal is
+    for a call that failed, so the Live tab words its own: the stream goes on.
+    """
+    try:
+        rate_limit.check(request)
+        return ""
+    except gr.Error:
+        pass
+    key = client_key(request)
+    spent = [(rate_limit.limiter.get_window_stats(item, key), item) for item in rate_limit.items]
+    reset, item = max(((stats.reset_time, item) for stats, item in spent if stats.remaining <= 0),
+                      key=lambda pair: pair[0], default=(time.time(), "your limit"))
+    wait = max(1, round(reset - time.time()))
+    return f"Too many signs ({item}): this one was skipped, not recognized; try again in {wait} s."
 
 
 def _close_session(session: LiveSession | None) -> None:
@@ -171,16 +212,18 @@ def build_live_tab(engine: Engine, config: LiveConfig, *, layout: DataLayout, ra
             gr.Dropdown(choices=[(_entry_label(i, e, threshold), i) for i, e in enumerate(entries)], value=chosen),
             _guesses(entries[chosen] if chosen is not None else None),
             gr.Timer(active=recognizer.pending > 0),
-            _announcement(len(entries), last, threshold),
+            _announcement(len(entries), last, threshold, recognizer.notice),
             entries[chosen].gloss if chosen is not None else None,
         )
 
-    def on_frame(live: LiveSession | None, frame: np.ndarray | None):
+    def on_frame(live: LiveSession | None, frame: np.ndarray | None, request: gr.Request = None):
         if frame is None:
             return (gr.skip(), *skip_all)
         created = live is None
         if created:
             live = LiveSession(engine, config)
+        if not live.bound:  # its first frame: the caller whose signs count against their limit
+            live.bind(rate_limit, request)
         live.recognizer.feed(frame[:, ::-1] if PREVIEW_MIRRORED else frame)
         return (live if created else gr.skip(), *draw(live))
 
@@ -300,8 +343,13 @@ def _transcript(entries: list[LiveEntry], threshold: float, pending: int = 0) ->
     return out
 
 
-def _announcement(count: int, entry: LiveEntry | None, threshold: float) -> str:
-    """The newest sign in words, for screen readers (the live region reads it once)."""
+def _announcement(count: int, entry: LiveEntry | None, threshold: float, notice: str = "") -> str:
+    """The newest sign in words, for screen readers (the live region reads it once).
+
+    A notice (a skipped sign, a failure) is what changed when there is one: it is read instead.
+    """
+    if notice:
+        return notice
     if entry is None:
         return ""
     doubt = "uncertain" if entry.chosen == 0 and entry.confidence < threshold else "sure"

@@ -26,6 +26,7 @@ from webapp.common import (
     current_blocks,
     outside_vocabulary,
     recognize_file,
+    serve_engine,
     thumbnails,
     timings_markdown,
     user_errors,
@@ -39,6 +40,7 @@ TABLE_HEADERS = ["file", "gloss", "confidence", "2nd", "3rd", "ms", "error"]
 
 def build_upload_tab(engine: Engine, *, layout: DataLayout, rate_limit: RateLimit, access: Access = LOCAL) -> None:
     """The tab's components and events; call inside `with gr.Tab(...)`."""
+    serve_engine(engine)  # what its recognitions use on a ZeroGPU Space (webapp/common.py)
     # One entry per file of the last run: name, path, top predictions, thumbnails, timings.
     results = gr.State([])
     with gr.Row():
