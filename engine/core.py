@@ -428,12 +428,30 @@ class Engine:
         if profile != self._base_profile:
             log.info("Adapter %s switches the input profile from %s to %s (%d frames, image_scale %g)", path.name,
                      self._base_profile.name, profile.name, profile.frames_per_clip, profile.image_scale)
-        log.info("Adapter active: %s", path)
+        log.info("Adapter active: %s", path.parent.name if path.name == "adapter" else path.name)
         return self._adapter
 
     def unload_adapter(self) -> None:
         with self._lock:
             self._drop_adapter()
+
+    def follow_adapter(self, adapter: str) -> None:
+        """Make `adapter` (a folder, "" for none) the active one, unless it already is.
+
+        For a copy of this engine in another process: a ZeroGPU worker is forked once and
+        reused, so an adapter switched in the server afterwards must be switched there too.
+        """
+        if adapter != self._adapter:
+            self.load_adapter(adapter) if adapter else self.unload_adapter()
+
+    def after_fork(self) -> None:
+        """Make this engine usable in a forked child process (a ZeroGPU worker).
+
+        A fork copies only the forking thread: a lock another thread held at that moment
+        (a Live recognition, an adapter swap) stays held forever in the child's copy, and
+        the child's first call would wait on it for good. The child gets a fresh lock.
+        """
+        self._lock = threading.RLock()
 
     def _drop_adapter(self) -> None:
         if self._peft is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import threading
 import types
 
 import gradio as gr
@@ -60,7 +61,7 @@ def test_the_gpu_call_sends_and_returns_only_what_pickles(tiny_engine, clips, tm
     monkeypatch.setattr(common, "recognize_on_gpu", through_pickle)
     answer = event(blocks, "recognize")(str(clips[0]), 0, 1.0)
     same_answer(answer, tiny_engine.recognize(clips[0], start_s=0, end_s=1.0))
-    assert crossed == [(str(clips[0]), 0, 1.0)] and type(crossed[0][0]) is str
+    assert crossed == [(str(clips[0]), 0, 1.0, "")] and type(crossed[0][0]) is str  # "": no adapter active
     # A refused file keeps its sentence across, and a batch still goes on past it.
     with pytest.raises(gr.Error, match="The file notes.mp4 is not a video we can read."):
         event(blocks, "recognize")(str(clips[1]), 0, 0)
@@ -120,6 +121,66 @@ def test_recognition_runs_in_spaces_forked_worker(tiny_engine, clips, zero_gpu_w
     with pytest.raises(ClipError, match="The file notes.mp4 is not a video we can read."):
         common.recognize_file(tiny_engine, clips[1])
     assert zero_gpu_worker() == {worker}  # the same worker served both calls
+
+
+def test_the_worker_follows_the_servers_adapter(tiny_engine, clips, zero_gpu_worker, tmp_path):
+    """An adapter switched after the worker was forked reaches it, and so does switching back."""
+    from test_int8_adapter import save_adapter
+
+    adapter = tmp_path / "run" / "adapter"
+    save_adapter(tiny_engine.config.model.id, adapter, r".*language_model.*\.(q_proj|v_proj)")
+    common.serve_engine(tiny_engine)
+    base, _ = common.recognize_file(tiny_engine, clips[0])
+    [worker] = zero_gpu_worker()
+    try:
+        tiny_engine.load_adapter(adapter)
+        expected = tiny_engine.recognize(clips[0])
+        tuned, _ = common.recognize_file(tiny_engine, clips[0])
+    finally:
+        tiny_engine.unload_adapter()
+    assert zero_gpu_worker() == {worker}  # the same worker, forked before the switch
+    assert [p.probability for p in tuned.top] == pytest.approx([p.probability for p in expected.top], rel=1e-5)
+    assert [p.probability for p in tuned.top] != pytest.approx([p.probability for p in base.top], rel=1e-5)
+    again, _ = common.recognize_file(tiny_engine, clips[0])
+    assert [p.probability for p in again.top] == pytest.approx([p.probability for p in base.top], rel=1e-5)
+
+
+def test_a_child_forked_while_the_engine_is_busy_gets_a_lock_it_can_take(tiny_engine):
+    """A fork copies only the forking thread: a lock another thread holds stays held in the child."""
+    held, release = threading.Event(), threading.Event()
+
+    def busy():
+        with tiny_engine._lock:  # a Live recognition or an adapter swap in progress
+            held.set()
+            release.wait()
+
+    threading.Thread(target=busy, daemon=True).start()
+    held.wait()
+    try:
+        outcomes = {}
+        for fresh in (False, True):
+            pid = os.fork()
+            if pid == 0:  # the child: exit 0 when it could take the engine's lock
+                if fresh:
+                    tiny_engine.after_fork()
+                os._exit(0 if tiny_engine._lock.acquire(timeout=2) else 1)
+            outcomes[fresh] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    finally:
+        release.set()
+    assert outcomes == {False: 1, True: 0}
+
+
+def test_the_gpu_call_refreshes_the_lock_once_per_worker_process(tiny_engine, clips, monkeypatch):
+    common.serve_engine(tiny_engine)
+    before = tiny_engine._lock
+    common.recognize_on_gpu(str(clips[0]), None, None, "")
+    assert tiny_engine._lock is before  # the serving process keeps its lock
+    monkeypatch.setattr(common, "_ENGINE_PID", -1)  # as in a worker forked from it
+    common.recognize_on_gpu(str(clips[0]), None, None, "")
+    assert tiny_engine._lock is not before and common._ENGINE_PID == os.getpid()
+    refreshed = tiny_engine._lock
+    common.recognize_on_gpu(str(clips[0]), None, None, "")
+    assert tiny_engine._lock is refreshed  # once per process, not per call
 
 
 def test_zero_gpu_decorator_is_a_no_op_off_spaces():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,12 +85,14 @@ class ClipFile(gr.File):
 # reference, which the fork copies. The app sets it while it is built (`serve_engine`),
 # before any call can fork a worker. The one global: the engine.
 _ENGINE: Engine | None = None
+# The process `_ENGINE` was made ready in; a call in any other is in a forked worker.
+_ENGINE_PID = 0
 
 
 def serve_engine(engine: Engine) -> None:
     """Make `engine` the one `recognize_on_gpu` uses (the Upload tab and the API call this as they are built)."""
-    global _ENGINE
-    _ENGINE = engine
+    global _ENGINE, _ENGINE_PID
+    _ENGINE, _ENGINE_PID = engine, os.getpid()
 
 
 @dataclass(frozen=True)
@@ -117,12 +120,24 @@ def _recognize(engine: Engine, path: str, start_s: float | None, end_s: float | 
 
 
 @spaces.GPU(duration=60)
-def recognize_on_gpu(path: str, start_s: float | None, end_s: float | None) -> FileOutcome:
-    """`_recognize` with the served engine; only a path and seconds go in, so the call pickles.
+def recognize_on_gpu(path: str, start_s: float | None, end_s: float | None, adapter: str = "") -> FileOutcome:
+    """`_recognize` with the served engine; only a path, seconds and the server's active
+    adapter go in, so the call pickles.
 
     On a ZeroGPU Space `spaces.GPU` lends this call a GPU for up to 60 s (a call is one
-    clip's decode and forward) in its forked worker; anywhere else it is this function.
+    clip's decode and forward) in a forked worker that it keeps for later calls; anywhere
+    else it is this function. In the worker, the engine's copy first gets a fresh lock
+    (`Engine.after_fork`), and each call brings it to the adapter the server has active
+    now, since one switched after the fork would otherwise never reach the worker.
     """
+    global _ENGINE_PID
+    if os.getpid() != _ENGINE_PID:
+        _ENGINE.after_fork()
+        _ENGINE_PID = os.getpid()
+    try:
+        _ENGINE.follow_adapter(adapter)
+    except SignLensError as exc:
+        return FileOutcome(None, 0.0, exc)
     return _recognize(_ENGINE, path, start_s, end_s)
 
 
@@ -138,7 +153,7 @@ def recognize_file(engine: Engine, path: str | Path, start_s: float | None = Non
     """
     path = str(path)  # a plain str: Gradio's NamedString would drag its class across
     if engine is _ENGINE and engine.status().state == "ready":
-        outcome = recognize_on_gpu(path, start_s, end_s)
+        outcome = recognize_on_gpu(path, start_s, end_s, engine.status().adapter)
     else:
         outcome = _recognize(engine, path, start_s, end_s)
     if outcome.error is not None:
