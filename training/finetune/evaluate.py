@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from engine import SignLensError
 from training.atomic import write_json, write_text
-from training.dataset import load_dataset
+from training.dataset import SPLITS, load_dataset
 from training.errors import DatasetError
 from training.finetune import metrics, records
 from training.layout import DataLayout
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="dataset name or folder")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", choices=SPLITS, help="the split to evaluate on")
     parser.add_argument("--adapter", help="LoRA adapter folder (a run's adapter/)")
     parser.add_argument("--no-base", action="store_true", help="skip the base model")
     parser.add_argument("--out", help="report folder")
