@@ -155,6 +155,7 @@ def _manifest_lines(out: Path) -> list[dict]:
 
 
 def _run(instances, out: Path, config: DownloadConfig = FAST, **kw):
+    kw.setdefault("manifest_path", out / "manifest.jsonl")  # the manifest beside the clips, easy to look at here
     return download_instances(instances, out, config=config, show_progress=False, **kw)
 
 

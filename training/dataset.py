@@ -33,6 +33,7 @@ from training.layout import FOLDER_NAME_RULE, DataLayout, check_folder_name, is_
 
 DEFAULT_DATASET_CONFIG = "assets/config/dataset.yml"
 SPLITS = ("train", "val", "test")
+EVAL_SPLIT = "test"  # what an evaluation measures on by default: clips training never saw
 SPLIT_RULES = ("official", "signer")
 USER_STATUSES = ("pending", "accepted")  # "excluded" never goes into a dataset
 # A dataset's name is its folder's; run names (<dataset>-<timestamp>) get more room.
@@ -190,6 +191,16 @@ class Dataset:
         """The splits that hold at least one clip, in train/val/test order."""
         present = {row["split"] for row in self.rows}
         return [split for split in SPLITS if split in present]
+
+    def lacks(self, split: str) -> str:
+        """"" when `split` holds clips, else the sentence saying it holds none (and what to do).
+
+        Said before a run or an evaluation starts, not after a process has loaded a model.
+        """
+        if self.split(split):
+            return ""
+        return (f"The dataset {self.folder.name} has no {split} clips (its splits: {', '.join(self.splits()) or 'none'}): "
+                f"rebuild it with a {split} split.")
 
     def glosses(self) -> list[str]:
         return sorted({row["gloss"] for row in self.rows})
