@@ -191,6 +191,15 @@ def test_resume_continues_on_the_settings_the_run_saved(tiny_model_dir, gestures
     assert (metrics["steps"], metrics["resumed_from"]) == (2, "checkpoint-1")
 
 
+def test_evaluate_takes_only_a_split_a_dataset_can_have(capsys):
+    from training.finetune.evaluate import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--dataset", "gestures", "--split", "bogus"])
+    assert stopped.value.code == 2
+    assert "invalid choice: 'bogus' (choose from 'train', 'val', 'test')" in capsys.readouterr().err
+
+
 def test_resume_skips_a_checkpoint_interrupted_while_saving(tmp_path):
     from training.finetune.run_folder import last_complete_checkpoint
 
