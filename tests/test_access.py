@@ -15,6 +15,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from conftest import ROOT, free_port, http_get, tiny_config
+from engine import SignLensError
 from media import write_video
 from webapp.access import ADMINS_ONLY, PUBLIC_ONLY_RECOGNITION, choose_access
 from webapp.users import Users, UsersError
@@ -51,6 +52,9 @@ def test_users_file_holds_salted_hashes_only(users_file, tmp_path):
     assert short.returncode == 2 and short.stderr == "error: The password must have at least 8 characters.\n"
     with pytest.raises(UsersError, match="Line 1 of SIGNLENS_USERS is not name:role:hash"):
         Users.parse("alice:root:plain", "SIGNLENS_USERS")
+    # One error family: whatever catches SignLensError (the app's start, the CLIs) shows the sentence.
+    with pytest.raises(SignLensError, match="SIGNLENS_USERS lists no users"):
+        Users.parse("# nobody yet\n", "SIGNLENS_USERS")
 
 
 @pytest.mark.parametrize("host,flags,env,posture", [

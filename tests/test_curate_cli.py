@@ -87,6 +87,34 @@ def test_curation_verbs_edit_what_the_build_takes(tmp_path, capsys):
     assert "characters a gloss cannot have" in capsys.readouterr().err
 
 
+def _one_sentence(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
+
+
+def test_bad_download_settings_are_one_sentence(tmp_path):
+    data = ["--data", str(tmp_path / "data")]
+    assert "workers must be at least 1, not 0" in _one_sentence(run("download", "--workers", "0", *data))
+    assert "timeout_s must be more than 0 seconds, not 0.0" in _one_sentence(run("download", "--timeout", "0", *data))
+
+
+def test_a_damaged_dataset_file_is_named_with_its_line(tmp_path):
+    layout = DataLayout.at(tmp_path / "data")
+    folder = layout.datasets / "broken"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"name": "broken", "glossary": ""}))
+    row = {"clip": "clips/a.mp4", "gloss": "book", "split": "train"}
+    (folder / "dataset.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(row)[:20] + "\n")  # cut by a full disk
+    stderr = _one_sentence(run("stats", "broken", "--data", str(layout.root)))
+    assert stderr == "error: Line 2 of the dataset broken (dataset.jsonl) is damaged; rebuild the dataset.\n"
+
+
+def test_a_folder_name_too_long_for_the_filesystem_is_one_sentence(tmp_path):
+    stderr = _one_sentence(run("import", str(tmp_path / ("v" * 300)), "--data", str(tmp_path / "data")))
+    assert stderr == f"error: There is no folder {'v' * 40}... to import from.\n"
+
+
 def test_malformed_metadata_is_one_line_not_a_traceback(tmp_path):
     bad = tmp_path / "broken.json"
     bad.write_text('{"not": "a list"}')

@@ -229,7 +229,7 @@ def test_config_yaml_overrides_and_validation(tmp_path):
     path.write_text("name: mine\nglosary: x.txt\n")
     with pytest.raises(DatasetError, match="unknown key.*glosary"):
         dataset.load_dataset_config(path)
-    with pytest.raises(DatasetError, match=r"^Splits must be official or signer, not 'random'; user_statuses may "
+    with pytest.raises(DatasetError, match=r"^splits must be official or signer, not 'random'; user_statuses may "
                        r"hold pending and accepted, not \['excluded'\]\.$"):
         DatasetConfig(splits="random", user_statuses=("excluded",))
     with pytest.raises(DatasetError, match=r"^The dataset name '\.\./escape' is not valid: use letters"):

@@ -25,7 +25,7 @@ from training.curate.download.fetch import YT_DLP_MISSING
 from training.curate.download.files import HTML_NOT_VIDEO, sniff_container
 from training.curate.download.manifest import read_manifest
 from training.curate.wlasl import WlaslInstance
-from training.errors import ContentError
+from training.errors import ContentError, TrainingError
 
 # Fast settings: the faults are local, so nothing needs real timeouts or backoff.
 FAST = DownloadConfig(workers=4, per_host=4, timeout_s=2.0, retries=2, backoff_s=0.01,
@@ -155,6 +155,7 @@ def _manifest_lines(out: Path) -> list[dict]:
 
 
 def _run(instances, out: Path, config: DownloadConfig = FAST, **kw):
+    kw.setdefault("manifest_path", out / "manifest.jsonl")  # the manifest beside the clips, easy to look at here
     return download_instances(instances, out, config=config, show_progress=False, **kw)
 
 
@@ -462,10 +463,11 @@ def test_sniff_container_rejects_html_and_text():
 
 
 def test_config_validation_names_the_bad_values():
-    with pytest.raises(ValueError, match="workers"):
+    # The family's error (the CLI and the app print its sentence), naming every bad value.
+    with pytest.raises(TrainingError, match=r"^The download settings cannot work: workers must be at least 1, not 0\.$"):
         DownloadConfig(workers=0)
-    with pytest.raises(ValueError, match="timeout_s"):
-        DownloadConfig(timeout_s=0)
+    with pytest.raises(TrainingError, match="retries must be 0 or more, not -1; timeout_s must be more than 0"):
+        DownloadConfig(timeout_s=0, retries=-1)
 
 
 def test_a_download_that_fetched_nothing_is_a_failure_that_says_how_to_fix_it(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,6 +150,54 @@ def test_resume_after_kill_9_continues_from_the_last_checkpoint(tiny_model_dir, 
     assert result["resumed_from"] == f"checkpoint-{saved[-1]}"
     steps = [json.loads(line)["step"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     assert max(steps) == max_steps and min(s for s in steps[len(steps) // 2 :]) > 0
+
+
+def test_resume_continues_on_the_settings_the_run_saved(tiny_model_dir, gestures, tmp_path, monkeypatch, capsys):
+    """--resume reads the run's own configs back (no defaults, no SIGNLENS_* on top) and
+    refuses settings that differ from them instead of mixing two runs in one adapter."""
+    from training.finetune.__main__ import main
+
+    monkeypatch.setenv("SIGNLENS_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("SIGNLENS_DEVICE", "cpu")
+    monkeypatch.setenv("SIGNLENS_QUANTIZATION", "none")
+    which = ["--dataset", str(gestures), "--run-name", "kept", "--set", f"output_dir={tmp_path}"]
+    started = [*which, "--set", "max_steps=2", "--set", "save_strategy=steps", "--set", "save_steps=1",
+               "--set", "batch_size=2", "--set", "grad_accumulation=1", "--set", "learning_rate=1e-3"]
+    assert main(started) == 0
+    run = tmp_path / "kept"
+    saved = {name: (run / name).read_text() for name in ("finetune_config.json", "engine_config.json")}
+    assert json.loads(saved["finetune_config.json"])["learning_rate"] == 1e-3
+    capsys.readouterr()
+
+    # Another learning rate, another model file: refused in one sentence, nothing rewritten.
+    assert main([*which, "--set", "learning_rate=5e-4", "--resume"]) == 2
+    assert capsys.readouterr().err == ("error: The run kept was started with other settings (learning_rate: 0.001, "
+                                       "not 0.0005): resume it without --config, --engine-config and --set, or start "
+                                       "a new run under another name.\n")
+    other = tmp_path / "engine.yml"
+    other.write_text(f"model:\n  id: {tiny_model_dir}\n  device: cpu\n  quantization: none\n  dtype: bfloat16\n")
+    assert main([*which, "--engine-config", str(other), "--resume"]) == 2
+    assert "(model.dtype: 'auto', not 'bfloat16')" in capsys.readouterr().err
+    assert {name: (run / name).read_text() for name in saved} == saved
+
+    # As if it had crashed after step 1. Without --config/--set: the saved settings (2 steps,
+    # not the default epoch), even where the defaults and variables now say otherwise.
+    shutil.rmtree(run / "checkpoints" / "checkpoint-2")
+    shutil.rmtree(run / "adapter")
+    monkeypatch.setenv("SIGNLENS_MODEL", str(tmp_path / "no-such-model"))
+    assert main([*which, "--resume"]) == 0, capsys.readouterr().err
+    assert {name: (run / name).read_text() for name in saved} == saved
+    metrics = json.loads((run / "adapter" / "metrics.json").read_text())
+    assert (metrics["steps"], metrics["resumed_from"]) == (2, "checkpoint-1")
+
+
+def test_evaluate_takes_only_a_split_a_dataset_can_have(capsys):
+    from training.finetune.evaluate import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--dataset", "gestures", "--split", "bogus"])
+    assert stopped.value.code == 2
+    assert "invalid choice: 'bogus' (choose from 'train', 'val', 'test')" in capsys.readouterr().err
 
 
 def test_resume_skips_a_checkpoint_interrupted_while_saving(tmp_path):

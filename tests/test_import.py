@@ -78,6 +78,8 @@ def test_import_refuses_what_is_not_a_folder_of_videos(tmp_path):
     layout = DataLayout.at(tmp_path / "data")
     with pytest.raises(DatasetError, match="There is no folder"):
         import_videos(tmp_path / "missing", layout, load_instances())
+    with pytest.raises(DatasetError, match="There is no folder x{40}\\.\\.\\. to import from"):  # "File name too long"
+        import_videos(tmp_path / ("x" * 300), layout, load_instances())
     layout.videos.mkdir(parents=True)
     with pytest.raises(DatasetError, match="download folder itself"):
         import_videos(layout.videos, layout, load_instances())

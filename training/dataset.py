@@ -33,10 +33,16 @@ from training.layout import FOLDER_NAME_RULE, DataLayout, check_folder_name, is_
 
 DEFAULT_DATASET_CONFIG = "assets/config/dataset.yml"
 SPLITS = ("train", "val", "test")
+EVAL_SPLIT = "test"  # what an evaluation measures on by default: clips training never saw
 SPLIT_RULES = ("official", "signer")
 USER_STATUSES = ("pending", "accepted")  # "excluded" never goes into a dataset
 # A dataset's name is its folder's; run names (<dataset>-<timestamp>) get more room.
 NAME_LONGEST = 64
+# The files of a built dataset folder (the module docstring says what each holds).
+ROWS_FILE = "dataset.jsonl"
+CONFIG_FILE = "config.json"
+STATS_FILE = "stats.json"
+STATS_PLOT = "stats.png"
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ class DatasetConfig:
         # One sentence per bad value, naming it and its rule: not every rule at once.
         problems = []
         if not is_folder_name(self.name, NAME_LONGEST):
-            problems.append(f"the dataset name {self.name[:80]!r} is not valid: use {FOLDER_NAME_RULE} (at most {NAME_LONGEST})")
+            problems.append(f"The dataset name {self.name[:80]!r} is not valid: use {FOLDER_NAME_RULE} (at most {NAME_LONGEST})")
         if self.splits not in SPLIT_RULES:
             problems.append(f"splits must be {' or '.join(SPLIT_RULES)}, not {self.splits!r}")
         if (len(self.split_fractions) != 3 or any(f < 0 for f in self.split_fractions)
@@ -104,9 +110,8 @@ class DatasetConfig:
             problems.append(f"max_clips_per_gloss must be 0 or more, not {self.max_clips_per_gloss}")
         if self.workers < 1:
             problems.append(f"workers must be at least 1, not {self.workers}")
-        if problems:
-            text = "; ".join(problems)
-            raise DatasetError(text[0].upper() + text[1:] + ".")
+        if problems:  # field names as written (user_statuses), so the user can find them in the YAML
+            raise DatasetError("; ".join(problems) + ".")
 
     def glossary_path(self) -> Path | None:
         return project_path(self.glossary) if self.glossary else None
@@ -159,13 +164,18 @@ def dataset_folder(layout: DataLayout, name: str) -> Path:
     return layout.datasets / check_name(name)
 
 
+def is_built(folder: Path) -> bool:
+    """Whether `folder` holds a built dataset (its rows file is written last, by a rename)."""
+    return (folder / ROWS_FILE).is_file()
+
+
 def list_datasets(layout: DataLayout) -> list[str]:
     """Names of the built datasets, sorted."""
     root = layout.datasets
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir()
-                  if is_folder_name(p.name, NAME_LONGEST) and (p / "dataset.jsonl").is_file() and not p.is_symlink())
+                  if is_folder_name(p.name, NAME_LONGEST) and is_built(p) and not p.is_symlink())
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,16 @@ class Dataset:
         """The splits that hold at least one clip, in train/val/test order."""
         present = {row["split"] for row in self.rows}
         return [split for split in SPLITS if split in present]
+
+    def lacks(self, split: str) -> str:
+        """"" when `split` holds clips, else the sentence saying it holds none (and what to do).
+
+        Said before a run or an evaluation starts, not after a process has loaded a model.
+        """
+        if self.split(split):
+            return ""
+        return (f"The dataset {self.folder.name} has no {split} clips (its splits: {', '.join(self.splits()) or 'none'}): "
+                f"rebuild it with a {split} split.")
 
     def glosses(self) -> list[str]:
         return sorted({row["gloss"] for row in self.rows})
@@ -201,13 +221,31 @@ class Dataset:
 def load_dataset(name_or_folder: str | Path, layout: DataLayout) -> Dataset:
     """A built dataset by name (under ``<data>/datasets/``) or by folder path."""
     folder = Path(name_or_folder)
-    if not (folder / "dataset.jsonl").is_file():
+    if not is_built(folder):
         name = str(name_or_folder)
         folder = dataset_folder(layout, name)
-        if not (folder / "dataset.jsonl").is_file():
+        if not is_built(folder):
             raise DatasetError(f"There is no built dataset named {name}: build it first "
                                "(the Curate tab, or python -m training.curate build).")
-    config = load_dataset_config(folder / "config.json")
-    rows = tuple(json.loads(line) for line in (folder / "dataset.jsonl").read_text(encoding="utf-8").splitlines()
-                 if line.strip())
-    return Dataset(folder=folder, config=config, rows=rows)
+    config = load_dataset_config(folder / CONFIG_FILE)
+    return Dataset(folder=folder, config=config, rows=tuple(_read_rows(folder)))
+
+
+def _read_rows(folder: Path) -> list[dict[str, Any]]:
+    """The rows of `folder`'s dataset.jsonl; a damaged line is named rather than a JSON traceback."""
+    try:
+        text = (folder / ROWS_FILE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise DatasetError(f"The dataset {folder.name} cannot be read ({ROWS_FILE}); rebuild it.") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or not {"clip", "gloss", "split"} <= set(row):
+            raise DatasetError(f"Line {number} of the dataset {folder.name} ({ROWS_FILE}) is damaged; rebuild the dataset.")
+        rows.append(row)
+    return rows

@@ -51,6 +51,10 @@ class ContentError(DownloadError):
     """The bytes arrived but are not a usable video (HTML page, undecodable, ...)."""
 
 
+class DownloadConfigError(TrainingError):
+    """A downloader setting that cannot work (no workers, no timeout); the message names it."""
+
+
 class Cancelled(Exception):
     """Internal to the downloader: the run was cancelled; the clip stays pending, its .part kept.
 

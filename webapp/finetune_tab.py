@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from training.dataset import load_dataset, list_datasets
-from training.errors import DatasetError
-from training.errors import RunError
+from training.dataset import EVAL_SPLIT, list_datasets, load_dataset
+from training.errors import DatasetError, RunError
 from training.finetune.config import FinetuneConfig, load_finetune_config
 from training.finetune.run_folder import RunFolder, read_json
 from training.finetune.runs import RunInfo, RunManager, check_name
@@ -80,13 +78,14 @@ class FineTuner:
         if not dataset:
             return ""
         try:
-            splits = load_dataset(dataset, self.layout).splits()
+            data = load_dataset(dataset, self.layout)
         except DatasetError as exc:
             return f"⚠️ {exc}"
-        missing = [s for s in ("val", "test") if s not in splits]
+        splits = data.splits()
+        missing = [s for s in ("val", EVAL_SPLIT) if data.lacks(s)]
         if not missing:
             return f"Splits: {', '.join(splits)}."
-        effect = ("it can be trained on but not evaluated (Evaluate needs a test split)" if "test" in missing
+        effect = (f"it can be trained on but not evaluated (Evaluate needs a {EVAL_SPLIT} split)" if EVAL_SPLIT in missing
                   else "training reports no validation loss")
         return (f"⚠️ {dataset} has no {' and no '.join(missing)} clips (splits: {', '.join(splits) or 'none'}): "
                 f"{effect}. Rebuild it in Curate with more clips or the signer split rule.")
@@ -155,24 +154,21 @@ class FineTuner:
         return self.job_status()
 
     def report(self, run: str | None):
-        """report.md of the run's last evaluation (without its image links) and its confusion matrix."""
+        """The run's last evaluation (report.md without its image links) and its confusion matrix."""
         if not run:
             return "", None
-        folder = self.manager.runs_root / check_name(run)
-        if not (folder / "report.md").is_file():
-            dataset = str(read_json(RunFolder(folder).finetune_config).get("dataset", ""))
-            try:
-                splits = load_dataset(dataset, self.layout).splits() if dataset else ["test"]
-            except DatasetError:
-                splits = ["test"]  # the dataset is gone: Evaluate will say so
-            if "test" not in splits:
-                return (f"{run} cannot be evaluated: its dataset {Path(dataset).name} has no test clips "
-                        f"(splits: {', '.join(splits)}). Rebuild the dataset with a test split, then train again."), None
-            return f"{run} has not been evaluated yet: press Evaluate.", None
-        text = re.sub(r"^!\[[^\]]*\]\([^)]*\)\s*$", "", (folder / "report.md").read_text(), flags=re.M)
-        text = re.sub(r"^(#+) ", r"##\1 ", text, flags=re.M)  # under the tab's own headings
-        image = next((folder / f"confusion_{m}.png" for m in ("adapter", "base") if (folder / f"confusion_{m}.png").is_file()), None)
-        return text, _load_image(image) if image else None
+        folder = RunFolder(self.manager.runs_root / check_name(run))
+        report = folder.read_report(heading_depth=2)  # under the tab's own headings
+        if report is not None:
+            return report.text, _load_image(report.confusion) if report.confusion else None
+        dataset = str(read_json(folder.finetune_config).get("dataset", ""))
+        try:
+            problem = load_dataset(dataset, self.layout).lacks(EVAL_SPLIT) if dataset else ""
+        except DatasetError:
+            problem = ""  # the dataset is gone: Evaluate will say so
+        if problem:
+            return f"{run} cannot be evaluated. {problem}", None
+        return f"{run} has not been evaluated yet: press Evaluate.", None
 
     def activate(self, run: str | None):
         if not run:
@@ -204,7 +200,7 @@ class FineTuner:
             "plot": (run, _stamp(RunFolder(root / run).train_log) if run else None),
             "adapters": (self.engine.status().adapter, *((r.name, r.state, _stamp(RunFolder(r.folder).report))
                                                         for r in runs)),
-            "report": (adapter, _stamp(root / adapter / "report.md") if adapter else None),
+            "report": (adapter, _stamp(RunFolder(root / adapter).report_text) if adapter else None),
         }
         changed = {part for part, key in keys.items() if seen.get(part) != key}
         seen.update({part: keys[part] for part in changed})

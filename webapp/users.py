@@ -23,6 +23,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import SignLensError
+
 ROLES = ("admin", "user")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 # scrypt cost: 2**14 x 8 blocks = 16 MiB and ~50 ms per check on these CPUs, OWASP's
@@ -31,8 +33,11 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 MIN_PASSWORD = 8
 
 
-class UsersError(ValueError):
-    """A users file or a request about users that cannot be used; the message says why."""
+class UsersError(SignLensError, ValueError):
+    """A users file or a request about users that cannot be used; the message says why.
+
+    Part of the one error family, so anything that catches `SignLensError` shows its sentence.
+    """
 
 
 @dataclass(frozen=True)

@@ -134,11 +134,11 @@ def _run(args: argparse.Namespace, layout) -> int:
     from training.curate.actions import Curation
     from training.curate.build import build_dataset, export_dataset
     from training.curate.plan import plan_dataset, plan_rows
-    from training.dataset import dataset_folder, list_datasets, load_dataset
+    from training.dataset import ROWS_FILE, dataset_folder, list_datasets, load_dataset
 
     if args.command == "list":
         for name in list_datasets(layout):
-            rows = sum(1 for _ in open(dataset_folder(layout, name) / "dataset.jsonl"))
+            rows = sum(1 for _ in open(dataset_folder(layout, name) / ROWS_FILE))
             print(f"{name}\t{rows} clips")
         return 0
     if args.command == "export":
@@ -209,11 +209,12 @@ def _download(config, layout, args: argparse.Namespace) -> int:
     from training.curate.download import DownloadConfig, download_instances
     from training.curate.plan import plan_dataset
 
+    # Checked before planning: a bad flag is said at once, not after reading the metadata.
+    settings = DownloadConfig(workers=args.workers, per_host=args.per_host, timeout_s=args.timeout,
+                              retries=args.retries)
     wanted = [c for c in plan_dataset(config, layout).included() if c.origin == "wlasl"]
     if args.limit is not None:
         wanted = wanted[: args.limit]
-    settings = DownloadConfig(workers=args.workers, per_host=args.per_host, timeout_s=args.timeout,
-                              retries=args.retries)
     summary = download_instances(wanted, layout.videos, config=settings, manifest_path=layout.download_manifest)
     print(summary.format_summary())
     print(f"manifest: {summary.manifest_path}")

@@ -135,15 +135,14 @@ class Curation:
 
     def start_import(self, folder: str | None) -> None:
         """Import WLASL videos from a folder on this machine in the background (`importer.py`)."""
-        from training.curate.importer import import_videos
+        from training.curate.importer import import_videos, source_folder
 
         if not folder or not str(folder).strip():
             raise DatasetError("Type the folder on this server that holds your WLASL videos.")
-        if not Path(folder.strip()).expanduser().is_dir():
-            raise DatasetError("There is no such folder on this server.")
+        source = source_folder(folder)  # said now, not when the background job starts
 
         def task(progress, cancel) -> str:
-            return import_videos(folder.strip(), self.layout, load_instances(self.base.metadata), progress=progress,
+            return import_videos(source, self.layout, load_instances(self.base.metadata), progress=progress,
                                  cancel=cancel).summary()
 
         self.job.start("import", task)

@@ -36,7 +36,7 @@ from training.curate import stats as stats_mod
 from training.curate import wlasl
 from training.curate.clipcache import cached_clip, link_or_copy
 from training.curate.plan import Plan, PlannedClip, plan_dataset
-from training.dataset import DatasetConfig, dataset_folder
+from training.dataset import CONFIG_FILE, ROWS_FILE, STATS_FILE, STATS_PLOT, DatasetConfig, dataset_folder, is_built
 from training.errors import BuildCancelled, DatasetError
 from training.layout import DataLayout
 
@@ -176,7 +176,7 @@ def _row(clip: PlannedClip, name: str) -> dict[str, Any]:
 
 
 def _write_outputs(folder: Path, config: DatasetConfig, plan: Plan, rows: list[dict], report: BuildReport) -> None:
-    with open(folder / "dataset.jsonl", "w", encoding="utf-8") as handle:
+    with open(folder / ROWS_FILE, "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     stats = stats_mod.compute_stats(rows)
@@ -187,12 +187,12 @@ def _write_outputs(folder: Path, config: DatasetConfig, plan: Plan, rows: list[d
         "row_format": "clip is relative to this folder and already trimmed to frame_start..frame_end "
                       "(1-based, -1 = end) and cropped to bbox of the source video: load it whole",
     }
-    (folder / "config.json").write_text(json.dumps(resolved, indent=2, ensure_ascii=False))
+    (folder / CONFIG_FILE).write_text(json.dumps(resolved, indent=2, ensure_ascii=False))
     build = {"rows": report.rows, "missing": report.missing, "cached": report.cached, "encoded": report.encoded,
              "skipped": [{"ref": r, "reason": why} for r, why in report.skipped],
              "glosses_without_clips": list(plan.missing_glosses)}
-    (folder / "stats.json").write_text(json.dumps({**stats.to_dict(), "build": build}, indent=1, ensure_ascii=False))
-    stats_mod.plot_stats(stats, folder / "stats.png", title=config.name)
+    (folder / STATS_FILE).write_text(json.dumps({**stats.to_dict(), "build": build}, indent=1, ensure_ascii=False))
+    stats_mod.plot_stats(stats, folder / STATS_PLOT, title=config.name)
     if any(row["origin"] == "wlasl" for row in rows) and WLASL_LICENCE.is_file():
         shutil.copyfile(WLASL_LICENCE, folder / "WLASL-LICENCE-C-UDA-1.0.pdf")  # C-UDA: keep it with any copy
 
@@ -246,7 +246,7 @@ def export_dataset(name: str, layout: DataLayout) -> Path:
     stored, not deflated: mp4 does not compress further.
     """
     folder = dataset_folder(layout, name)
-    if not (folder / "dataset.jsonl").is_file() or folder.is_symlink():
+    if not is_built(folder) or folder.is_symlink():
         raise DatasetError(f"There is no built dataset named {name}; build it first.")
     layout.exports.mkdir(parents=True, exist_ok=True)
     target = layout.exports / f"{name}.zip"

@@ -62,13 +62,24 @@ class ImportReport:
         return "\n".join(lines)
 
 
+def source_folder(folder: str | Path) -> Path:
+    """`folder` (typed by a person, `~` expanded) when it is a folder, else one sentence saying it is not."""
+    folder = Path(str(folder).strip()).expanduser()
+    try:
+        found = folder.is_dir()
+    except OSError:  # a name longer than the filesystem allows ("File name too long"), ...
+        found = False
+    if not found:
+        shown = folder.name or str(folder)
+        raise DatasetError(f"There is no folder {shown if len(shown) <= 40 else shown[:40] + '...'} to import from.")
+    return folder
+
+
 def import_videos(folder: str | Path, layout: DataLayout, instances: Instances, *,
                   progress: Callable[[int, int], None] | None = None,
                   cancel: threading.Event | None = None) -> ImportReport:
     """Import every video file under `folder` whose name is a WLASL video id (see the module doc)."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise DatasetError(f"There is no folder {folder.name or folder} to import from.")
+    folder = source_folder(folder)
     if folder.resolve() == layout.videos.resolve():
         raise DatasetError("That is the download folder itself: import from the folder where your videos are.")
     layout.videos.mkdir(parents=True, exist_ok=True)

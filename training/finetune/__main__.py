@@ -2,14 +2,15 @@
 
     python -m training.finetune --dataset wlasl100
     python -m training.finetune --dataset wlasl100 --set epochs=3 --set learning_rate=1e-4
-    python -m training.finetune --config data/runs/<run>/finetune_config.json \\
-        --engine-config data/runs/<run>/engine_config.json --resume      # after a crash
+    python -m training.finetune --dataset wlasl100 --run-name first --resume    # after a crash
     SIGNLENS_MODEL=/tmp/tiny-internvl python -m training.finetune --dataset demo --set max_steps=20
 
 The model, prompt, frames and crop come from --engine-config (a YAML, or a run's saved
 engine_config.json, taken as it is) or else from assets/config/engine.yml with the
-SIGNLENS_* variables on top, as the app reads them. `touch <run>/CANCEL` stops a run at
-the end of the step; the web app does that.
+SIGNLENS_* variables on top, as the app reads them. --resume continues on the settings
+the run saved (its finetune_config.json and engine_config.json; no SIGNLENS_* on top)
+and refuses a --config, --engine-config or --set that would change them.
+`touch <run>/CANCEL` stops a run at the end of the step; the web app does that.
 """
 
 from __future__ import annotations
@@ -35,20 +36,29 @@ def main(argv: list[str] | None = None) -> int:
     from engine import SignLensError
     from training.errors import FinetuneConfigError
     from training.finetune.config import load_engine_config, load_finetune_config, parse_overrides
+    from training.finetune.run_folder import RunFolder
     from training.finetune.train import finetune
     from training.layout import DataLayout
 
+    layout = DataLayout.at(args.data)
     try:
         overrides = parse_overrides(args.set)
         if args.dataset:
             overrides["dataset"] = args.dataset
         if args.run_name:
             overrides["run_name"] = args.run_name
-        config = load_finetune_config(args.config, overrides=overrides)
+        config_file, engine_file = args.config, args.engine_config
+        if args.resume:  # the run's own settings, read back from its folder (finetune() refuses changes)
+            config = load_finetune_config(config_file, overrides=overrides)
+            if not config.run_name:
+                raise FinetuneConfigError("--resume needs the run: pass --run-name NAME.")
+            run = RunFolder.of(config, layout.runs)
+            config_file = config_file or (run.finetune_config if run.finetune_config.is_file() else None)
+            engine_file = engine_file or (run.engine_config if run.engine_config.is_file() else None)
+        config = load_finetune_config(config_file, overrides=overrides)
         if not config.dataset:
             raise FinetuneConfigError("No dataset: pass --dataset NAME (see python -m training.curate list).")
-        layout = DataLayout.at(args.data)
-        run = finetune(config, load_engine_config(args.engine_config), layout, resume=args.resume)
+        run = finetune(config, load_engine_config(engine_file), layout, resume=args.resume)
     except SignLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

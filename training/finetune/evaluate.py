@@ -24,9 +24,10 @@ from tqdm import tqdm
 
 from engine import SignLensError
 from training.atomic import write_json, write_text
-from training.dataset import load_dataset
+from training.dataset import EVAL_SPLIT, SPLITS, load_dataset
 from training.errors import DatasetError
 from training.finetune import metrics, records
+from training.finetune.run_folder import RunFolder
 from training.layout import DataLayout
 
 log = logging.getLogger(__name__)
@@ -74,16 +75,15 @@ def evaluate_rows(engine, dataset, rows, *, model: str) -> EvalResult:
     )
 
 
-def evaluate(dataset_name: str, engine_config, layout: DataLayout, *, split: str = "test", adapter: str | None = None,
+def evaluate(dataset_name: str, engine_config, layout: DataLayout, *, split: str = EVAL_SPLIT, adapter: str | None = None,
              compare_base: bool = True, out_dir: str | Path | None = None) -> dict[str, Any]:
     """Run base and/or adapter on one split; write the report; return it as a dict."""
     from engine import Engine
 
     dataset = load_dataset(dataset_name, layout)
+    if problem := dataset.lacks(split):
+        raise DatasetError(problem)
     rows = dataset.split(split)
-    if not rows:
-        raise DatasetError(f"The dataset {dataset.folder.name} has no {split} clips; its splits are "
-                           f"{', '.join(dataset.splits()) or 'empty'}.")
     glosses = dataset.glosses()
     out = Path(out_dir) if out_dir else (Path(adapter).parent if adapter else layout.reports / dataset.folder.name)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,14 +119,15 @@ def evaluate(dataset_name: str, engine_config, layout: DataLayout, *, split: str
         # Published results on this standard subset, or why they are not compared (None: not one).
         "beside_records": records.records_for(dataset.config, split=split),
     }
+    files = RunFolder(out)  # a report folder holds the report files of a run folder, named alike
     for result in results:
-        plot_confusion(result, glosses, out / f"confusion_{result.model}.png")
-    write_json(out / "report.json", report)
-    write_text(out / "report.md", render_markdown(report, results))
+        plot_confusion(result, glosses, files.confusion(result.model))
+    write_json(files.report, report)
+    write_text(files.report_text, render_markdown(report, results, files))
     return report
 
 
-def render_markdown(report: dict[str, Any], results: list[EvalResult]) -> str:
+def render_markdown(report: dict[str, Any], results: list[EvalResult], files: RunFolder) -> str:
     lines = [
         f"# Evaluation: {report['dataset']} / {report['split']}",
         "",
@@ -143,7 +144,7 @@ def render_markdown(report: dict[str, Any], results: list[EvalResult]) -> str:
     for r in results:
         lines += ["", f"## {r.model}: top confusions (true → predicted, count)", ""]
         lines += [f"- {t} → {p}: {c}" for t, p, c in r.confusions] or ["- none"]
-        lines += ["", f"![confusion matrix](confusion_{r.model}.png)"]
+        lines += ["", f"![confusion matrix]({files.confusion(r.model).name})"]
     if len(results) == 2:
         base, tuned = results
         lines += ["", "## Per-gloss top-1 (base → adapter)", "", "| gloss | base | adapter |", "|---|---|---|"]
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="dataset name or folder")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default=EVAL_SPLIT, choices=SPLITS, help="the split to evaluate on")
     parser.add_argument("--adapter", help="LoRA adapter folder (a run's adapter/)")
     parser.add_argument("--no-base", action="store_true", help="skip the base model")
     parser.add_argument("--out", help="report folder")
@@ -194,7 +195,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from training.finetune.config import load_engine_config
-    from training.finetune.run_folder import RunFolder
 
     try:
         engine_file = args.engine_config

@@ -11,7 +11,9 @@
     <data>/runs/<name>/CANCEL                 present: stop at the end of the step
     <data>/runs/<name>/process.log, eval.log  the trainer's and the evaluator's output
     <data>/runs/<name>/process.json           pid, command and start time of the last process
-    <data>/runs/<name>/report.md, report.json an evaluation of the adapter
+    <data>/runs/<name>/report.md, report.json an evaluation of the adapter (report.md for people,
+                                              report.json for the app's tables)
+    <data>/runs/<name>/confusion_<model>.png  its confusion matrices ("adapter", "base")
 
 The trainer (`training.finetune.train`) writes these; the run manager (`runs.py`) and the
 web app only read them. Nothing here imports torch.
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +32,20 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def default_run_name(dataset: str) -> str:
+    """"<dataset>-<UTC timestamp>": the name of a run started without one."""
+    return f"{Path(dataset).name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+
+
 @dataclass(frozen=True)
 class RunFolder:
     path: Path
+
+    @classmethod
+    def of(cls, config, runs: Path) -> "RunFolder":
+        """The folder of a fine-tune config's run: <output_dir or `runs`>/<run_name or a default name>."""
+        name = config.run_name or default_run_name(config.dataset)
+        return cls((Path(config.output_dir) if config.output_dir else runs) / name)
 
     @property
     def name(self) -> str:
@@ -60,6 +75,10 @@ class RunFolder:
     def adapter(self) -> Path:
         return self.path / "adapter"
 
+    def finished_adapter(self) -> Path | None:
+        """adapter/ once training finished (PEFT's adapter_config.json is in it), else None."""
+        return self.adapter if (self.adapter / "adapter_config.json").is_file() else None
+
     @property
     def cancel(self) -> Path:
         return self.path / "CANCEL"
@@ -72,12 +91,43 @@ class RunFolder:
     def report(self) -> Path:
         return self.path / "report.json"
 
+    @property
+    def report_text(self) -> Path:
+        return self.path / "report.md"
+
+    def confusion(self, model: str) -> Path:
+        """The confusion matrix of "adapter" or "base" in the last evaluation."""
+        return self.path / f"confusion_{model}.png"
+
     def log(self, kind: str) -> Path:
         """The output of the last "train" or "eval" process."""
         return self.path / ("process.log" if kind == "train" else "eval.log")
 
     def read_status(self) -> dict[str, Any]:
         return read_json(self.status)
+
+    def read_report(self, *, heading_depth: int = 0) -> "Report | None":
+        """The last evaluation for a page, or None when the run was not evaluated (or report.md is unreadable).
+
+        The text is report.md without its image links (a page shows the confusion matrix
+        itself), its headings `heading_depth` levels deeper so they sit under the page's own.
+        """
+        try:
+            text = self.report_text.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+        text = re.sub(r"^!\[[^\]]*\]\([^)]*\)\s*$", "", text, flags=re.M)
+        text = re.sub(r"^(#+) ", lambda m: "#" * heading_depth + m.group(1) + " ", text, flags=re.M)
+        matrix = next((path for path in map(self.confusion, ("adapter", "base")) if path.is_file()), None)
+        return Report(text, matrix)
+
+
+@dataclass(frozen=True)
+class Report:
+    # report.md without its image links, headings moved down as asked.
+    text: str
+    # The confusion matrix to show: the adapter's, else the base model's; None when neither was drawn.
+    confusion: Path | None
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -44,10 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from training.atomic import write_json
-from training.dataset import list_datasets, load_dataset
+from training.dataset import EVAL_SPLIT, list_datasets, load_dataset
 from training.errors import RunBusy, RunError
 from training.finetune.config import load_finetune_config
-from training.finetune.run_folder import RunFolder, read_json, read_losses
+from training.finetune.run_folder import RunFolder, default_run_name, read_json, read_losses
 from training.layout import DataLayout, check_folder_name, is_folder_name
 
 log = logging.getLogger(__name__)
@@ -160,8 +160,7 @@ class RunManager:
         """Start training `dataset` in the background; returns the run's name."""
         if not dataset or dataset not in list_datasets(self.layout):
             raise RunError(f"There is no built dataset named {str(dataset)[:40]!r}: build it in the Curate tab first.")
-        name = check_name(run_name) if (run_name or "").strip() else \
-            f"{dataset}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+        name = check_name(run_name) if (run_name or "").strip() else default_run_name(dataset)
         fixed = {"dataset", "run_name", "output_dir"} & set(overrides or {})
         if fixed:
             raise RunError(f"{', '.join(sorted(fixed))} cannot be overridden here.")
@@ -208,17 +207,15 @@ class RunManager:
             shutil.rmtree(folder)
         return folder.name
 
-    def evaluate(self, name: str, *, dataset: str = "", split: str = "test") -> str:
+    def evaluate(self, name: str, *, dataset: str = "", split: str = EVAL_SPLIT) -> str:
         """Evaluate a run's adapter (and the base model) on its dataset; the report lands in the run folder."""
         adapter = self.adapter_path(name)
         run = RunFolder(adapter.parent)
         dataset = dataset or str(read_json(run.finetune_config).get("dataset", ""))
         if not dataset:
             raise RunError(f"The run {name} does not say which dataset it was trained on.")
-        splits = load_dataset(dataset, self.layout).splits()
-        if split not in splits:  # say it now, not after the evaluator has loaded a model
-            raise RunError(f"The dataset {Path(dataset).name} has no {split} clips to evaluate on; "
-                           f"its splits are {', '.join(splits)}. Rebuild it with a {split} split.")
+        if problem := load_dataset(dataset, self.layout).lacks(split):
+            raise RunError(problem)
         with self._lock:
             self._ensure_idle()
             self._start("eval", run.name, ["--dataset", dataset, "--split", split, "--adapter", str(adapter),
@@ -278,8 +275,8 @@ class RunManager:
         return self._info(folder)
 
     def adapter_path(self, name: str) -> Path:
-        adapter = self._folder(name) / "adapter"
-        if not (adapter / "adapter_config.json").is_file():
+        adapter = RunFolder(self._folder(name)).finished_adapter()
+        if adapter is None:
             raise RunError(f"The run {check_name(name)} has no finished adapter.")
         return adapter
 
@@ -385,7 +382,7 @@ class RunManager:
         status_path = run.status
         status = read_json(status_path)
         if job.kind == "eval":
-            ok = job.returncode == 0 or (job.process is None and (job.folder / "report.md").is_file())
+            ok = job.returncode == 0 or (job.process is None and run.report_text.is_file())
             job.state = "cancelled" if cancelled else "done" if ok else "failed"
             job.message = "" if job.state == "cancelled" else _last_line(run.log("eval"))
         elif status.get("state") in ("done", "cancelled") and not job.terminated:
@@ -416,8 +413,7 @@ class RunManager:
                      else "saving" if state == "done" else "starting")
         elif state in ACTIVE and process.get("kind") == "train" and not _pid_alive(process.get("pid"), MODULES["train"]):
             state = "interrupted"
-        adapter = folder / "adapter"
-        adapter = adapter if (adapter / "adapter_config.json").is_file() else None
+        adapter = run.finished_adapter()
         report = read_json(run.report)
         evaluation = {r.get("model", ""): r for r in report.get("results", []) if isinstance(r, dict)} \
             if adapter and report.get("adapter") else {}

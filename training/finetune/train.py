@@ -25,7 +25,7 @@ from typing import Any
 from engine import ADAPTER_PROFILE, InputProfile, SignLensError
 from training.atomic import write_json
 from training.dataset import load_dataset
-from training.errors import DatasetError
+from training.errors import DatasetError, FinetuneConfigError
 from training.finetune.run_folder import RunFolder, last_complete_checkpoint, plot_loss, read_json
 from training.layout import DataLayout
 
@@ -97,11 +97,6 @@ def _plain_progress():
     return PlainProgress()
 
 
-def run_folder(config, layout: DataLayout) -> RunFolder:
-    name = config.run_name or f"{Path(config.dataset).name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    return RunFolder((Path(config.output_dir) if config.output_dir else layout.runs) / name)
-
-
 def _callbacks(run: RunFolder):
     from transformers import TrainerCallback
 
@@ -130,11 +125,13 @@ def finetune(config, engine_config, layout: DataLayout, *, resume: bool = False)
     no run behind; a failure after that marks the run failed in its status.json.
     """
     dataset = load_dataset(config.dataset, layout)
+    if problem := dataset.lacks("train"):
+        raise DatasetError(problem)
     train_rows = dataset.split("train")
-    if not train_rows:
-        raise DatasetError(f"The dataset {dataset.folder.name} has no training clips; build it with a train split.")
-    run = run_folder(config, layout)
+    run = RunFolder.of(config, layout.runs)
     config = dataclasses.replace(config, run_name=run.name)  # saved so --resume finds this folder
+    if resume:
+        _check_resume(run, config, engine_config)
     run.path.mkdir(parents=True, exist_ok=True)
     write_json(run.finetune_config, config.to_dict())
     write_json(run.engine_config, engine_config.to_dict())
@@ -152,6 +149,35 @@ def finetune(config, engine_config, layout: DataLayout, *, resume: bool = False)
             message = str(exc) if isinstance(exc, SignLensError) else f"{type(exc).__name__}: {exc}"
             write_json(run.status, {**run.read_status(), "state": "failed", "message": message[:300]})
         raise
+
+
+def _check_resume(run: RunFolder, config, engine_config) -> None:
+    """Refuse to continue a run on settings other than those it was started with.
+
+    A resumed run mixing two learning rates, or trained on one model and continued on
+    another, is an adapter nobody can reproduce from its folder. A run that never saved
+    its settings has nothing to differ from: it starts from scratch.
+    """
+    changes = []
+    for path, requested in ((run.finetune_config, config.to_dict()), (run.engine_config, engine_config.to_dict())):
+        if path.is_file():
+            changes += _changes(read_json(path), json.loads(json.dumps(requested)))
+    if changes:
+        shown = "; ".join(changes[:3]) + ("; ..." if len(changes) > 3 else "")
+        raise FinetuneConfigError(f"The run {run.name} was started with other settings ({shown}): resume it without "
+                                  "--config, --engine-config and --set, or start a new run under another name.")
+
+
+def _changes(saved: dict, requested: dict, prefix: str = "") -> list[str]:
+    """"key: saved, not requested" for each setting that differs (nested sections as section.key)."""
+    out = []
+    for key in sorted(set(saved) | set(requested)):
+        old, new = saved.get(key), requested.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += _changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            out.append(f"{prefix}{key}: {old!r}, not {new!r}")
+    return out
 
 
 def _train(config, engine_config, dataset, train_rows, run: RunFolder, *, resume: bool) -> RunFolder:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from training.errors import DownloadConfigError
+
 
 @dataclass(frozen=True)
 class DownloadConfig:
@@ -37,13 +39,13 @@ class DownloadConfig:
     # single files only, so no ffmpeg merge is needed (the audio is not used)
 
     def __post_init__(self) -> None:
-        bad = {name: getattr(self, name) for name in ("workers", "per_host", "chunk_bytes", "max_bytes")
-               if getattr(self, name) < 1}
-        bad |= {name: getattr(self, name) for name in ("retries", "host_failure_limit", "min_delay_s",
-                                                        "backoff_s", "backoff_max_s", "manifest_interval_s")
-                if getattr(self, name) < 0}
+        # One sentence naming each bad value and its rule, as the dataset config does.
+        problems = [f"{name} must be at least 1, not {getattr(self, name)}"
+                    for name in ("workers", "per_host", "chunk_bytes", "max_bytes") if getattr(self, name) < 1]
+        problems += [f"{name} must be 0 or more, not {getattr(self, name)}"
+                     for name in ("retries", "host_failure_limit", "min_delay_s", "backoff_s", "backoff_max_s",
+                                  "manifest_interval_s") if getattr(self, name) < 0]
         if self.timeout_s <= 0:
-            bad["timeout_s"] = self.timeout_s
-        if bad:
-            raise ValueError(f"invalid DownloadConfig values: {bad} (counts must be >= 1, "
-                             "timeout_s > 0, retries/delays/limits >= 0)")
+            problems.append(f"timeout_s must be more than 0 seconds, not {self.timeout_s}")
+        if problems:
+            raise DownloadConfigError(f"The download settings cannot work: {'; '.join(problems)}.")

@@ -11,8 +11,9 @@ JSONL manifest that a re-run reads to skip finished clips and retry the rest.
     python -m training.curate download --sources aslpro handspeak --per-host 1
 
     from training.curate import download, wlasl
+    layout = DataLayout.at()
     summary = download.download_instances(wlasl.filter_instances(wlasl.load_wlasl(), subset="WLASL100"),
-                                          "data/wlasl/videos")
+                                          layout.videos, manifest_path=layout.download_manifest)
     print(summary.format_summary())
 
 This module runs the jobs; the parts live beside it: ``fetch`` (HTTP and yt-dlp),
@@ -245,23 +246,23 @@ def download_instances(
     instances: Iterable[Clip],
     out_dir: str | Path,
     *,
+    manifest_path: str | Path,
     config: DownloadConfig | None = None,
-    manifest_path: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
     show_progress: bool = True,
 ) -> DownloadSummary:
     """Download every instance's clip to ``out_dir/<video_id>.mp4``; returns a summary.
 
-    ``manifest_path`` defaults to ``out_dir/manifest.jsonl``; records of clips not in
-    ``instances`` are kept. ``progress(done, total)`` is called as clips finish (for the
+    Outcomes go to ``manifest_path`` (the data layout's ``download_manifest``: the
+    importer and the builds read it there); records of clips not in ``instances`` are kept. ``progress(done, total)`` is called as clips finish (for the
     UI); ``cancel`` stops the run soon after it is set: running downloads keep their
     ``.part`` files and the manifest stays valid. Ctrl-C does the same, then re-raises.
     """
     config = config or DownloadConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = Path(manifest_path) if manifest_path is not None else out_dir / "manifest.jsonl"
+    manifest_path = Path(manifest_path)
     records = read_manifest(manifest_path)
     previous = dict(records)
     started = time.monotonic()
