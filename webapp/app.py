@@ -57,7 +57,8 @@ class SignLensBlocks(gr.Blocks):
             # Gradio's Dropdown/CheckboxGroup/Radio refuse a value outside their choices
             # with a gr.Error that lists every choice (hundreds of glosses): say it short.
             if "is not in the list of choices" in str(exc):
-                raise gr.Error(_choice_refusal(str(exc), block_fn), print_exception=False) from None
+                raise gr.Error(_choice_refusal(str(getattr(exc, "message", exc)), block_fn, inputs),
+                               print_exception=False) from None
             raise
         except Exception as exc:
             raise gr.Error(_plain_refusal(exc), print_exception=False) from None
@@ -82,8 +83,11 @@ def _plain_refusal(exc: Exception) -> str:
     return UNEXPECTED
 
 
-def _choice_refusal(text: str, block_fn) -> str:
-    """"'x' is not one of the choices for <label>." from Gradio's message, without its list of choices."""
+def _choice_refusal(text: str, block_fn, inputs) -> str:
+    """"'x' is not one of the choices for <label>." from Gradio's message, without its list of choices.
+
+    The label is that of the input whose value holds 'x' (Gradio's message names no input).
+    """
     found = re.match(r"Value: (.*?)(?: \(type: <class '[^']*'>\))? is not in the list of choices", text, re.S)
     raw = found.group(1) if found else ""
     try:  # a list value is shown as its repr ('x'), a single one as its str (x)
@@ -92,13 +96,11 @@ def _choice_refusal(text: str, block_fn) -> str:
         value = raw
     shown = repr(value) if isinstance(value, str) else repr(str(value))
     shown = shown if len(shown) <= 60 else shown[:56] + "...'"
-    for component in getattr(block_fn, "inputs", None) or []:
-        choices = [choice for _, choice in getattr(component, "choices", None) or []]
-        if choices and value not in choices and str(value) not in map(str, choices) \
-                and not getattr(component, "allow_custom_value", False):
-            label = getattr(component, "label", None)
-            if label:
-                return f"{shown} is not one of the choices for {label}."
+    for component, sent in zip(getattr(block_fn, "inputs", None) or [], inputs or []):
+        sent = sent if isinstance(sent, list) else [sent]
+        if getattr(component, "choices", None) and getattr(component, "label", None) \
+                and (value in sent or str(value) in map(str, sent)):
+            return f"{shown} is not one of the choices for {component.label}."
     return f"{shown} is not one of the choices offered here."
 
 
