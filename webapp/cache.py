@@ -36,6 +36,9 @@ MB = 1024 * 1024
 # can be taken belongs to no live process and can go whole.
 OWNER_LOCK = ".signlens-owner.lock"
 FULL = "The server has no room for more uploads right now: try again in a few minutes."
+# What is left of a refused upload's body is read and dropped up to this much before the
+# answer (`_Body`).
+DRAIN_BYTES = 16 * MB
 # The locks of this process's folders: kept referenced, so they are held until it exits.
 _held: list[FileLock] = []
 # The file limit of the upload request being parsed (set by `guard_uploads`' middleware).
@@ -109,15 +112,22 @@ def guard_uploads(blocks, server: ServerConfig, *, rate_limited: bool) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" \
                 or not scope["path"].rstrip("/").endswith("/gradio_api/upload"):
             return await inner(scope, receive, send)
+        body = _Body(receive)
         used = await anyio.to_thread.run_sync(folder_bytes, folder)
         if used + _content_length(scope) > budget:
-            return await _refuse(send, 507, FULL)
+            return await _refuse(body, send, 507, FULL)
         refusal = limit.refusal(_uploader(scope, server_app), what="uploads")
         if refusal:
-            return await _refuse(send, 429, refusal)
+            return await _refuse(body, send, 429, refusal)
+
+        async def answer(message):
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                await body.drop()  # Gradio's own refusals (too many files, too large) stop reading early
+            await send(message)
+
         token = _max_files.set(server.max_upload_files)
         try:
-            await inner(scope, receive, send)
+            await inner(scope, body.receive, answer)
         finally:
             _max_files.reset(token)
 
@@ -153,14 +163,38 @@ def _uploader(scope, server_app) -> str:
     return f"ip:{client[0]}"
 
 
-async def _refuse(send, status: int, sentence: str) -> None:
-    """Answer with `{"detail": sentence}`, as FastAPI and `plain_413` do."""
-    body = json.dumps({"detail": sentence}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+class _Body:
+    """A request's body as the app reads it, and what is left of it dropped before a refusal.
+
+    A client still sending when the server answers and closes gets a broken pipe instead
+    of the answer; up to DRAIN_BYTES of what is left is read and thrown away first (longer
+    bodies are cut off). Nothing of either is stored.
+    """
+
+    def __init__(self, receive) -> None:
+        self._receive, self.done = receive, False
+
+    async def receive(self):
+        message = await self._receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            self.done = True
+        return message
+
+    async def drop(self) -> None:
+        dropped = 0
+        while not self.done and dropped <= DRAIN_BYTES:  # once done, receive() would wait for a disconnect
+            dropped += len((await self.receive()).get("body", b""))
+
+
+async def _refuse(body: _Body, send, status: int, sentence: str) -> None:
+    """Drop the body, then answer with `{"detail": sentence}`, as FastAPI and `plain_413` do."""
+    await body.drop()
+    payload = json.dumps({"detail": sentence}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     if status == 507:
         headers.append((b"retry-after", b"300"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def _limit_files_per_upload() -> None:
