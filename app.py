@@ -39,15 +39,26 @@ def main() -> None:
         raise SystemExit(f"error: {exc}") from None
     offline_reason = prepare_hub(config.model.id)  # before anything below imports huggingface_hub
 
+    from webapp.cache import claim_upload_folder
+    from webapp.settings import load_server_config
+
+    try:
+        server = load_server_config(args.server_config)
+    except SignLensError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    # Before gradio is imported (some of its modules read these once): uploads go to a
+    # folder of this process's own, and uvicorn trusts X-Forwarded-For from these peers.
+    uploads, gone = claim_upload_folder(server.upload_root())
+    os.environ["GRADIO_TEMP_DIR"] = str(uploads)
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", server.forwarded_allow_ips)
+
     from training.layout import DataLayout, remove_leftovers
     from webapp.access import choose_access
     from webapp.app import build_app, serve
     from webapp.ops import configure_logging
-    from webapp.settings import load_server_config
     from webapp.users import UsersError
 
     try:
-        server = load_server_config(args.server_config)
         configure_logging(server.log_format)
         one_line_per_warning()
         engine = Engine(config)
@@ -62,6 +73,8 @@ def main() -> None:
     layout = DataLayout.at(args.data)
     for leftover in remove_leftovers(layout):
         log.info("removed what a killed process left behind: %s", leftover)
+    for folder in gone:
+        log.info("removed the uploads of a process that is gone: %s", folder.name)
     app = build_app(engine, layout=layout, access=access, live_config=live_config, server=server)
     serve(app, engine, access=access, host=args.host, port=args.port, prevent_thread_lock=True)
     # The model loads only once the page is served: a loader thread started earlier would

@@ -236,11 +236,31 @@ def _send_the_corpus(url, layout, tmp_path) -> None:
         raw[f"end {name}"] = ("recognize", [clip, 0, value])
         raw[f"epochs {name}"] = ("finetune_start", ["gestures", "", value, -1, 1e-4, 8, False, 0])
         raw[f"lora_r {name}"] = ("finetune_start", ["gestures", "", 1, 5, 1e-4, value, False, 0])
+    # A value outside a Dropdown's, Radio's or CheckboxGroup's choices (Gradio's own message
+    # lists every choice), and numbers where a gloss goes.
+    glossary, selection = "assets/glossaries/asl_core_320.txt", ("WLASL100", [], "official", ["accepted"])
+    wrong_choices = {
+        "source not offered": ("curate_stats", [glossary, "WLASL100", ["evil.example"], "official", ["accepted"]]),
+        "glossary not offered": ("curate_stats", ["/etc/passwd", *selection]),
+        "subset not offered": ("curate_stats", [glossary, "WLASL9999", [], "official", ["accepted"]]),
+        "split rule not offered": ("curate_stats", [glossary, "WLASL100", [], "random", ["accepted"]]),
+        "status not offered": ("curate_stats", [glossary, "WLASL100", [], "official", ["accepted", "deleted"]]),
+        "10,000-character choice": ("curate_pending", [glossary, "W" * HUGE, [], "official", ["accepted"]]),
+        "number as a choice": ("curate_clips", [None, 7, *selection]),
+    }
+    raw.update(wrong_choices)
+    for name, value in {"an integer": 5, "a float": 3.5, "a boolean": True}.items():
+        raw[f"gloss {name}"] = ("curate_relabel", ["wlasl:07069", value, glossary])
+        raw[f"clip gloss {name}"] = ("curate_add_clip", [clip, value, glossary])
+    messages = {}
     for what, (name, data) in raw.items():
         event, payload = raw_call(url, name, data)
         message = (json.loads(payload) or {}).get("error") if event == "error" else None
+        messages[what] = message
         if event != "error" or not one_sentence(message or ""):
             failures.append(f"HTTP {what}: {event} {payload[:200]}")
+    assert messages["source not offered"] == "'evil.example' is not one of the choices for Sources (none = all)."
+    assert all("choices" in (messages[what] or "") and len(messages[what]) < 120 for what in wrong_choices)
 
     count = len(cases) + len(raw) + 5
     assert count >= 100

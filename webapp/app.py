@@ -11,6 +11,7 @@ gets the engine's "The model is still loading; try again in a moment."
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import logging
 import re
@@ -22,6 +23,7 @@ from training.layout import DataLayout
 from webapp.access import HOW_TO_ENABLE, LOCAL, Access
 from webapp import a11y
 from webapp.api import build_api
+from webapp.cache import guard_uploads
 from webapp.common import UNEXPECTED
 from webapp.ops import RateLimit, Telemetry, add_routes, plain_413
 from webapp.settings import ServerConfig, load_server_config
@@ -51,7 +53,12 @@ class SignLensBlocks(gr.Blocks):
     async def process_api(self, block_fn, inputs, *args, **kwargs):
         try:
             return await super().process_api(block_fn, inputs, *args, **kwargs)
-        except gr.Error:
+        except gr.Error as exc:
+            # Gradio's Dropdown/CheckboxGroup/Radio refuse a value outside their choices
+            # with a gr.Error that lists every choice (hundreds of glosses): say it short.
+            if "is not in the list of choices" in str(exc):
+                raise gr.Error(_choice_refusal(str(getattr(exc, "message", exc)), block_fn, inputs),
+                               print_exception=False) from None
             raise
         except Exception as exc:
             raise gr.Error(_plain_refusal(exc), print_exception=False) from None
@@ -72,10 +79,29 @@ def _plain_refusal(exc: Exception) -> str:
         value = re.search(r"was: (.{0,40}?)(?: \(of type|$)", text, re.S)
         shown = value.group(1).strip() if value else "a value"
         return f"{shown} cannot be used here: send a finite number where a number goes, text where text goes."
-    if "is not in the list of choices" in text:
-        return "That value is not one of the choices offered here."
     log.exception("a call failed before or after its handler ran")
     return UNEXPECTED
+
+
+def _choice_refusal(text: str, block_fn, inputs) -> str:
+    """"'x' is not one of the choices for <label>." from Gradio's message, without its list of choices.
+
+    The label is that of the input whose value holds 'x' (Gradio's message names no input).
+    """
+    found = re.match(r"Value: (.*?)(?: \(type: <class '[^']*'>\))? is not in the list of choices", text, re.S)
+    raw = found.group(1) if found else ""
+    try:  # a list value is shown as its repr ('x'), a single one as its str (x)
+        value = ast.literal_eval(raw) if raw[:1] in "'\"" else raw
+    except (ValueError, SyntaxError):
+        value = raw
+    shown = repr(value) if isinstance(value, str) else repr(str(value))
+    shown = shown if len(shown) <= 60 else shown[:56] + "...'"
+    for component, sent in zip(getattr(block_fn, "inputs", None) or [], inputs or []):
+        sent = sent if isinstance(sent, list) else [sent]
+        if getattr(component, "choices", None) and getattr(component, "label", None) \
+                and (value in sent or str(value) in map(str, sent)):
+            return f"{shown} is not one of the choices for {component.label}."
+    return f"{shown} is not one of the choices offered here."
 
 
 def build_app(engine: Engine, *, layout: DataLayout, access: Access = LOCAL,
@@ -126,6 +152,7 @@ def build_app(engine: Engine, *, layout: DataLayout, access: Access = LOCAL,
         # On every page load too, so the header is never stale.
         app.load(refresh, outputs=[status, timer], api_name="status_load", api_visibility="private", queue=False, show_progress="hidden")
         timer.tick(refresh, outputs=[status, timer], api_name="status", api_visibility="private", queue=False, show_progress="hidden")
+    app.server_config = server  # for `serve`: the upload limits join the launched server
     app.telemetry = Telemetry(engine, app)
     app.telemetry.instrument()
     return app
@@ -152,7 +179,9 @@ def serve(
 ) -> gr.Blocks:
     """Queue and launch: bounded concurrency per group, uploads capped at the engine's limit.
 
-    Then /healthz, /readyz and /metrics join the launched server.
+    Then /healthz, /readyz and /metrics join the launched server, and its upload route
+    gets the cache budget, the file count and (public or team) the rate limit
+    (`webapp/cache.py`).
     """
     app.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
     app.launch(
@@ -169,4 +198,6 @@ def serve(
     )
     add_routes(app, engine, app.telemetry)
     plain_413(app, engine.config.limits.max_file_mb)
+    guard_uploads(app, getattr(app, "server_config", None) or load_server_config(),
+                  rate_limited=access.posture != "local")
     return app

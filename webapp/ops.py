@@ -164,13 +164,20 @@ class RateLimit:
 
     def check(self, request: gr.Request | None, cost: int = 1) -> None:
         """Count `cost` calls (one per clip) of this client; refuse with a sentence saying when to retry."""
-        if not self.items:
-            return
-        client = client_key(request)
+        refusal = self.refusal(client_key(request), cost)
+        if refusal:
+            raise gr.Error(refusal, print_exception=False)
+
+    def refusal(self, client: str, cost: int = 1, what: str = "requests") -> str | None:
+        """Count `cost` against `client`; the sentence to refuse with when over a limit, else None.
+
+        For callers outside a Gradio event too (the upload route, `webapp/cache.py`).
+        """
         for item in self.items:
             if not self.limiter.hit(item, client, cost=max(1, cost)):
                 wait = max(1, round(self.limiter.get_window_stats(item, client).reset_time - time.time()))
-                raise gr.Error(f"Too many requests from you ({item}): try again in {wait} s.", print_exception=False)
+                return f"Too many {what} from you ({item}): try again in {wait} s."
+        return None
 
 
 def client_key(request: gr.Request | None) -> str:

@@ -7,6 +7,7 @@ are an error, values coerced to the field types (`engine.build_config`).
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,27 @@ class ServerConfig:
     cache_max_age_s: int = 3600
     # How often that sweep runs.
     cache_sweep_every_s: int = 600
+    # Uploads (POST /gradio_api/upload requests) one client may make on a public or team
+    # server, in the same notation; each holds at most `max_upload_files` files of at most
+    # the engine's max_file_mb. Without it one script could upload as fast as the network
+    # allows. Not applied on a local server (one person, own machine). "" turns it off.
+    upload_rate_limit: str = "60/minute;600/hour"
+    # Files in one upload request. Gradio takes up to 1,000; every input of the page takes
+    # one file, and gradio_client uploads one file per request.
+    max_upload_files: int = 4
+    # Megabytes this process's upload folder may hold (uploads, results, webcam frames);
+    # beyond it uploads are refused with 507 until the sweep makes room, rather than
+    # filling the disk. Keep it above engine.yml's limits.max_file_mb.
+    upload_cache_max_mb: float = 2000
+    # Where uploads go: each process takes a folder of its own under this one, and at
+    # start removes the folders of our processes that are gone (killed ones included).
+    # "" = $GRADIO_TEMP_DIR/signlens-uploads, else <system temp>/signlens-uploads.
+    upload_dir: str = ""
+    # Peers whose X-Forwarded-For header is believed when finding a client's address (for
+    # the rate limits): uvicorn's forwarded_allow_ips. The default trusts a reverse proxy
+    # on this host only; "*" trusts every peer (only where nothing but a proxy can reach
+    # the server, e.g. a Hugging Face Space). FORWARDED_ALLOW_IPS overrides it.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
     # "json": one JSON object per log line (request id, endpoint, outcome, milliseconds),
     # for log collectors; "text" for people. SIGNLENS_LOG_FORMAT overrides it.
     log_format: str = "text"
@@ -37,13 +59,29 @@ class ServerConfig:
             raise ConfigError(f"log_format must be {' or '.join(LOG_FORMATS)}, not {self.log_format!r}.")
         if self.cache_max_age_s < 1 or self.cache_sweep_every_s < 1:
             raise ConfigError("cache_max_age_s and cache_sweep_every_s must be at least 1 second.")
-        if self.rate_limit:
-            from limits import parse_many
+        if self.max_upload_files < 1:
+            raise ConfigError(f"max_upload_files must be at least 1, not {self.max_upload_files}.")
+        if self.upload_cache_max_mb <= 0:
+            raise ConfigError(f"upload_cache_max_mb must be more than 0, not {self.upload_cache_max_mb:g}.")
+        for name in ("rate_limit", "upload_rate_limit"):
+            spec = getattr(self, name)
+            if spec:
+                from limits import parse_many
 
-            try:
-                parse_many(self.rate_limit)
-            except ValueError:
-                raise ConfigError(f"rate_limit {self.rate_limit!r} is not like '30/minute;300/hour'.") from None
+                try:
+                    parse_many(spec)
+                except ValueError:
+                    raise ConfigError(f"{name} {spec!r} is not like '30/minute;300/hour'.") from None
+
+    def upload_root(self, environ=os.environ) -> Path:
+        """The folder under which each process of ours takes its upload folder (see `upload_dir`).
+
+        A folder of our own, never Gradio's shared default (`<temp>/gradio`): what we
+        remove from it at start can then only be ours.
+        """
+        if self.upload_dir:
+            return Path(self.upload_dir).expanduser().absolute()
+        return Path(environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()) / "signlens-uploads"
 
 
 def load_server_config(path: str | Path | None = None, *, environ=os.environ) -> ServerConfig:
