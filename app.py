@@ -28,8 +28,7 @@ def main() -> None:
     parser.add_argument("--server-config", default=None, help="server YAML (default: assets/config/server.yml)")
     args = parser.parse_args()
 
-    from engine import Engine, SignLensError, load_config, load_dotenv, load_live_config
-    from engine.hub import one_line_per_warning, prepare_hub
+    from engine import Engine, SignLensError, load_config, load_dotenv, load_live_config, one_line_per_warning, prepare_hub
 
     load_dotenv()
     try:
@@ -56,7 +55,6 @@ def main() -> None:
     from webapp.access import choose_access
     from webapp.app import build_app, serve
     from webapp.ops import configure_logging
-    from webapp.users import UsersError
 
     try:
         configure_logging(server.log_format)
@@ -64,7 +62,7 @@ def main() -> None:
         engine = Engine(config)
         access = choose_access(args.host, public=args.public, auth_file=args.auth, environ=os.environ)
         live_config = load_live_config(args.live_config)
-    except (SignLensError, UsersError) as exc:
+    except SignLensError as exc:  # users files included (UsersError is one)
         raise SystemExit(f"error: {exc}") from None
     log = logging.getLogger("signlens")
     if offline_reason:

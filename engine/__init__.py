@@ -40,6 +40,7 @@ from engine.errors import (
     ModelNotReadyError,
     SignLensError,
 )
+from engine.hub import one_line_per_warning, prepare_hub
 from engine.prompt import FrameTile, answer_ids, encode_clip, frame_tile, sized_processor
 from engine.tiny import build_tiny_model
 from engine.live import LiveEntry, LiveRecognizer
@@ -100,6 +101,8 @@ __all__ = [
     "read_config_file",
     "sized_processor",
     *_LAZY,
+    "one_line_per_warning",
+    "prepare_hub",
 ]
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import spaces
 
 from engine import Engine, Prediction, RecognitionResult, SignLensError
-from training.dataset import list_datasets
+from training.dataset import ROWS_FILE, list_datasets
 from training.layout import DataLayout
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ def datasets_if_changed(layout: DataLayout, shown: list[str] | None, value: str 
 def _built_at(layout: DataLayout, name: str) -> float:
     """When a dataset was built; 0 if it vanished since it was listed (a rebuild replacing it)."""
     try:
-        return (layout.datasets / name / "dataset.jsonl").stat().st_mtime
+        return (layout.datasets / name / ROWS_FILE).stat().st_mtime
     except OSError:
         return 0.0
 

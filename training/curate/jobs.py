@@ -62,7 +62,8 @@ class BackgroundJob:
     def start(self, name: str, task: Task) -> None:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
-                raise JobBusy(f"A {self._name} is still running; stop it or wait for it to finish.")
+                article = "An" if self._name[:1] in "aeiou" else "A"
+                raise JobBusy(f"{article} {self._name} is still running; stop it or wait for it to finish.")
             self._cancel = threading.Event()
             self._name, self._state, self._message = name, "running", ""
             self._done = self._total = 0
