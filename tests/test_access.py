@@ -193,3 +193,37 @@ def test_team_page_shows_the_admin_tabs_to_admins_only(users_file, tiny_model_di
                        access=choose_access("0.0.0.0", public=False, auth_file=None, environ={}))
     labels = {getattr(block, "label", None) for block in public.blocks.values() if isinstance(block, gr.Tab)}
     assert labels == {"Live", "Upload"}
+
+
+def test_login_attempts_are_limited_per_address(tiny_model_dir, users_file, tmp_path):
+    """Gradio's /login has no limit: guessing passwords would also burn a core on scrypt."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from engine import Engine
+    from training.layout import DataLayout
+    from webapp.app import build_app, serve
+    from webapp.settings import ServerConfig
+
+    engine = Engine(tiny_config(tiny_model_dir)).start()
+    access = choose_access("0.0.0.0", public=False, auth_file=str(users_file), environ={})
+    app = build_app(engine, layout=DataLayout.at(tmp_path), access=access, server=ServerConfig(login_rate_limit="3/minute"))
+    serve(app, engine, access=access, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        def login(password: str) -> tuple[int, str]:
+            form = urllib.parse.urlencode({"username": "alice", "password": password}).encode()
+            try:
+                with urllib.request.urlopen(urllib.request.Request(f"{app.local_url}login", data=form), timeout=30) as answer:
+                    return answer.status, answer.read().decode()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read().decode()
+
+        assert [login("wrong guess")[0] for _ in range(2)] == [400, 400]  # Gradio's own "incorrect credentials"
+        assert login("correct horse")[0] == 200  # the third attempt, within the limit, logs in
+        status, body = login("correct horse")
+        assert status == 429 and json.loads(body)["detail"].startswith("Too many login attempts from you (3 per 1 minute)")
+        assert http_get(f"{app.local_url}healthz")[0] == 200  # nothing else is limited by it
+    finally:
+        app.close()
+        engine.close()

@@ -25,7 +25,7 @@ from webapp import a11y
 from webapp.api import build_api
 from webapp.cache import guard_uploads
 from webapp.common import UNEXPECTED
-from webapp.ops import RateLimit, Telemetry, add_routes, plain_413
+from webapp.ops import RateLimit, Telemetry, add_routes, plain_413, throttle_logins
 from webapp.settings import ServerConfig, load_server_config
 from webapp.curate_tab import build_curate_tab
 from webapp.finetune_tab import build_finetune_tab
@@ -198,6 +198,8 @@ def serve(
     )
     add_routes(app, engine, app.telemetry)
     plain_413(app, engine.config.limits.max_file_mb)
-    guard_uploads(app, getattr(app, "server_config", None) or load_server_config(),
-                  rate_limited=access.posture != "local")
+    server = getattr(app, "server_config", None) or load_server_config()
+    guard_uploads(app, server, rate_limited=access.posture != "local")
+    if access.users is not None:
+        throttle_logins(app, server.login_rate_limit)
     return app

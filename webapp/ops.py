@@ -151,6 +151,31 @@ def plain_413(blocks: gr.Blocks, max_mb: float) -> None:
     blocks.server_app.middleware_stack = app
 
 
+def throttle_logins(blocks: gr.Blocks, spec: str) -> None:
+    """Refuse login attempts over `spec` per client address with 429 and one sentence.
+
+    Gradio's /login has no limit of its own; each attempt checks a scrypt hash (~50 ms
+    of CPU), so without one a script could guess passwords, and hog a core, as fast as
+    it likes. Counted per address (nobody is logged in yet), before the form is read.
+    """
+    limit = RateLimit(spec)
+    inner = blocks.server_app.middleware_stack
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].rstrip("/").endswith("/login"):
+            return await inner(scope, receive, send)
+        client = scope.get("client") or ("-",)
+        refusal = limit.refusal(f"ip:{client[0]}", what="login attempts")
+        if refusal is None:
+            return await inner(scope, receive, send)
+        payload = json.dumps({"detail": refusal}).encode()
+        await send({"type": "http.response.start", "status": 429,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+    blocks.server_app.middleware_stack = app
+
+
 class RateLimit:
     """Per-client limits on the recognition endpoints (the `limits` library, moving window, in memory)."""
 

@@ -34,6 +34,9 @@ class ServerConfig:
     # the engine's max_file_mb. Without it one script could upload as fast as the network
     # allows. Not applied on a local server (one person, own machine). "" turns it off.
     upload_rate_limit: str = "60/minute;600/hour"
+    # Login attempts (POST /login) one address may make on a team server; each checks a
+    # scrypt hash, so this bounds both password guessing and the CPU it costs.
+    login_rate_limit: str = "10/minute;100/hour"
     # Files in one upload request. Gradio takes up to 1,000; every input of the page takes
     # one file, and gradio_client uploads one file per request.
     max_upload_files: int = 4
@@ -63,7 +66,7 @@ class ServerConfig:
             raise ConfigError(f"max_upload_files must be at least 1, not {self.max_upload_files}.")
         if self.upload_cache_max_mb <= 0:
             raise ConfigError(f"upload_cache_max_mb must be more than 0, not {self.upload_cache_max_mb:g}.")
-        for name in ("rate_limit", "upload_rate_limit"):
+        for name in ("rate_limit", "upload_rate_limit", "login_rate_limit"):
             spec = getattr(self, name)
             if spec:
                 from limits import parse_many
