@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--like", choices=["2b", "1b"], default="2b", help="which InternVL3 model's shape to shrink (default 2b)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # The engine logs a failed load for servers; here `error: ...` below says it once.
+    logging.getLogger("engine.core").addFilter(lambda record: record.levelno < logging.ERROR)
 
     if args.command == "make-tiny":
         from engine.tiny import TINY_VARIANTS, build_tiny_model
