@@ -397,7 +397,9 @@ class Engine:
         loaded = self._require_model()
         path = Path(path)
         if not (path / "adapter_config.json").is_file():
-            raise AdapterError(f"{path} is not a LoRA adapter folder (adapter_config.json is missing).")
+            # By name: this sentence reaches users (a ZeroGPU worker re-reads the server's adapter).
+            shown = path.parent.name if path.name == "adapter" and path.parent.name else path.name
+            raise AdapterError(f"{shown} is not a LoRA adapter folder (adapter_config.json is missing).")
         vocabulary = load_vocabulary(path / "vocabulary.txt") if (path / "vocabulary.txt").is_file() else None
         profile = adapter_profile(path)
         if profile is None:

@@ -189,6 +189,10 @@ def test_resume_continues_on_the_settings_the_run_saved(tiny_model_dir, gestures
     assert {name: (run / name).read_text() for name in saved} == saved
     metrics = json.loads((run / "adapter" / "metrics.json").read_text())
     assert (metrics["steps"], metrics["resumed_from"]) == (2, "checkpoint-1")
+    # A mistyped run name resumes nothing and starts nothing.
+    capsys.readouterr()
+    assert main(["--dataset", str(gestures), "--run-name", "kpet", "--set", f"output_dir={tmp_path}", "--resume"]) == 2
+    assert "There is no run named kpet to resume" in capsys.readouterr().err and not (tmp_path / "kpet").exists()
 
 
 def test_evaluate_takes_only_a_split_a_dataset_can_have(capsys):

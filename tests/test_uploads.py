@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -112,6 +113,83 @@ def test_uploads_beyond_the_cache_budget_get_507_and_store_nothing(serve_public)
     assert files_under(folder) == before
     status, paths = upload(url, [("small.mp4", os.urandom(1_000))])  # what fits still goes in
     assert status == 200 and Path(paths[0]).is_file()
+
+
+def multipart(files: list[tuple[str, bytes]]) -> bytes:
+    body = b"".join(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n" for name, data in files)
+    return body + f"--{BOUNDARY}--\r\n".encode()
+
+
+def raw_post(url: str, body: bytes, *, length: bool = True) -> socket.socket:
+    """Open /gradio_api/upload and send the headers and the first 100 bytes only."""
+    host, port = url.split("//")[1].split(":")
+    connection = socket.create_connection((host, int(port)), timeout=30)
+    framing = f"Content-Length: {len(body)}" if length else "Transfer-Encoding: chunked"
+    connection.sendall(f"POST /gradio_api/upload HTTP/1.1\r\nHost: {host}\r\n{framing}\r\n"
+                       f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n".encode() + body[:100])
+    return connection
+
+
+def status_of(connection: socket.socket) -> int:
+    answer = b""
+    while b"\r\n" not in answer:
+        chunk = connection.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    connection.close()
+    return int(answer.split(b" ")[1])
+
+
+def test_uploads_sent_at_once_cannot_pass_the_same_free_space(serve_public):
+    url, folder = serve_public(upload_cache_max_mb=1)
+    room = 1024 * 1024 - sum(files_under(folder).values())
+    bodies = [multipart([(f"at-once-{i}.mp4", os.urandom(room * 4 // 10))]) for i in range(4)]
+    connections = [raw_post(url, body) for body in bodies]  # all four admitted or refused before any body arrives
+    for connection, body in zip(connections, bodies):
+        try:
+            connection.sendall(body[100:])
+        except OSError:
+            pass  # refused: the server may close while we send
+    statuses = sorted(status_of(c) for c in connections)
+    assert statuses == [200, 200, 507, 507]  # two fit in the room, two were refused up front
+    assert sum(files_under(folder).values()) <= 1024 * 1024
+
+
+def test_an_upload_without_a_length_or_too_long_is_refused_in_a_sentence(serve_public):
+    url, folder = serve_public()
+    before = files_under(folder)
+    host, port = url.split("//")[1].split(":")
+
+    def send(headers: str, body: bytes = b"") -> str:
+        with socket.create_connection((host, int(port)), timeout=30) as raw:
+            raw.sendall(f"POST /gradio_api/upload HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n"
+                        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n".encode() + body)
+            answer = b""
+            while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < int(
+                    answer.lower().split(b"content-length: ")[1].split(b"\r\n")[0]):
+                answer += raw.recv(65536)
+            return answer.decode()
+
+    data = multipart([("chunked.mp4", os.urandom(5000))])
+    chunked = send("Transfer-Encoding: chunked", f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n")
+    assert chunked.startswith("HTTP/1.1 411") and "Content-Length" in chunked  # the budget needs the length
+    # Longer than max_upload_files files of the engine's max_file_mb can be: the size sentence, not "no room".
+    huge = send(f"Content-Length: {10 * 1024 ** 3}")
+    assert huge.startswith("HTTP/1.1 413") and "MB this server accepts." in huge
+    assert files_under(folder) == before
+
+
+def test_one_client_cannot_upload_more_megabytes_than_its_share(serve_public):
+    url, folder = serve_public(upload_mb_limit="2/minute")
+    assert upload(url, [("one.mp4", os.urandom(900_000))])[0] == 200
+    assert upload(url, [("two.mp4", os.urandom(900_000))])[0] == 200
+    before = files_under(folder)
+    status, body = upload(url, [("three.mp4", os.urandom(900_000))])
+    assert status == 429 and body["detail"].startswith("Too many megabytes of uploads from you (2 per 1 minute)")
+    assert files_under(folder) == before
 
 
 def test_dead_processes_upload_folders_are_removed_and_live_and_foreign_ones_kept(tmp_path):

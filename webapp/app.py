@@ -199,7 +199,7 @@ def serve(
     add_routes(app, engine, app.telemetry)
     plain_413(app, engine.config.limits.max_file_mb)
     server = getattr(app, "server_config", None) or load_server_config()
-    guard_uploads(app, server, rate_limited=access.posture != "local")
+    guard_uploads(app, server, max_file_mb=engine.config.limits.max_file_mb, rate_limited=access.posture != "local")
     if access.users is not None:
         throttle_logins(app, server.login_rate_limit)
     return app

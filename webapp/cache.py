@@ -39,6 +39,7 @@ FULL = "The server has no room for more uploads right now: try again in a few mi
 # What is left of a refused upload's body is read and dropped up to this much before the
 # answer (`_Body`).
 DRAIN_BYTES = 16 * MB
+DRAIN_SECONDS = 2.0
 # The locks of this process's folders: kept referenced, so they are held until it exits.
 _held: list[FileLock] = []
 # The file limit of the upload request being parsed (set by `guard_uploads`' middleware).
@@ -90,59 +91,87 @@ def folder_bytes(folder: Path) -> int:
     return total
 
 
-def guard_uploads(blocks, server: ServerConfig, *, rate_limited: bool) -> None:
-    """Refuse uploads over the cache budget, over the client's rate, or with too many files.
+def guard_uploads(blocks, server: ServerConfig, *, max_file_mb: float, rate_limited: bool) -> None:
+    """Refuse uploads that are too large, over the cache budget, or over the client's rate.
 
-    Wraps the launched server's ASGI stack, as `webapp.ops.plain_413` does; the budget and
-    the rate are checked before a byte of the body is read, so a refused upload stores
-    nothing. `rate_limited` is False on a local server (one person, own machine).
+    Wraps the launched server's ASGI stack, as `webapp.ops.plain_413` does; every check
+    runs before a byte of the body is read, so a refused upload stores nothing:
+    - no declared length (chunked): 411, since the budget could not be kept;
+    - longer than `max_upload_files` files of `max_file_mb` can be: 413, as Gradio would;
+    - the folder plus what admitted uploads still in flight may add, plus this one, over
+      `upload_cache_max_mb`: 507 (each admitted body's length is reserved until its
+      request ends, so uploads sent at once cannot all pass the same free space);
+    - over `upload_rate_limit` requests or `upload_mb_limit` megabytes: 429, so one
+      client cannot take the whole budget for everyone else.
+    `rate_limited` is False on a local server (one person, own machine).
     """
+    import threading
+
     import anyio
 
-    from webapp.ops import RateLimit
+    from webapp.ops import RateLimit, too_large
 
     _limit_files_per_upload()
     server_app = blocks.server_app
     inner = server_app.middleware_stack
     folder = Path(server_app.uploaded_file_dir)
-    limit = RateLimit(server.upload_rate_limit if rate_limited else "")
+    requests = RateLimit(server.upload_rate_limit if rate_limited else "")
+    megabytes = RateLimit(server.upload_mb_limit if rate_limited else "")
     budget = server.upload_cache_max_mb * MB
+    # Multipart headers and boundaries around each file: a few hundred bytes; 64 KB is ample.
+    longest = server.max_upload_files * (max_file_mb * MB + 64 * 1024)
+    reserved, lock = [0], threading.Lock()
 
     async def app(scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST" \
                 or not scope["path"].rstrip("/").endswith("/gradio_api/upload"):
             return await inner(scope, receive, send)
         body = _Body(receive)
+        length = _content_length(scope)
+        if length is None:
+            return await _refuse(body, send, 411, "Send the upload with its length (a Content-Length header).")
+        if length > longest:
+            return await _refuse(body, send, 413, too_large(max_file_mb))
         used = await anyio.to_thread.run_sync(folder_bytes, folder)
-        if used + _content_length(scope) > budget:
+        with lock:
+            admitted = used + reserved[0] + length <= budget
+            if admitted:
+                reserved[0] += length
+        if not admitted:
             return await _refuse(body, send, 507, FULL)
-        refusal = limit.refusal(_uploader(scope, server_app), what="uploads")
-        if refusal:
-            return await _refuse(body, send, 429, refusal)
-
-        async def answer(message):
-            if message["type"] == "http.response.start" and message["status"] >= 400:
-                await body.drop()  # Gradio's own refusals (too many files, too large) stop reading early
-            await send(message)
-
-        token = _max_files.set(server.max_upload_files)
         try:
-            await inner(scope, body.receive, answer)
+            client = _uploader(scope, server_app)
+            refusal = requests.refusal(client, what="uploads") or megabytes.refusal(
+                client, cost=max(1, -(-length // MB)), what="megabytes of uploads")
+            if refusal:
+                return await _refuse(body, send, 429, refusal)
+
+            async def answer(message):
+                if message["type"] == "http.response.start" and message["status"] >= 400:
+                    await body.drop()  # Gradio's own refusals (too many files, too large) stop reading early
+                await send(message)
+
+            token = _max_files.set(server.max_upload_files)
+            try:
+                await inner(scope, body.receive, answer)
+            finally:
+                _max_files.reset(token)
         finally:
-            _max_files.reset(token)
+            with lock:
+                reserved[0] -= length
 
     server_app.middleware_stack = app
 
 
-def _content_length(scope) -> int:
-    """The body's declared size; 0 when it is not declared (chunked): the budget then counts what is there."""
+def _content_length(scope) -> int | None:
+    """The body's declared size; None when it is not declared (chunked) or not a number."""
     for key, value in scope["headers"]:
         if key == b"content-length":
             try:
                 return max(0, int(value))
             except ValueError:
-                return 0
-    return 0
+                return None
+    return None
 
 
 def _uploader(scope, server_app) -> str:
@@ -167,8 +196,8 @@ class _Body:
     """A request's body as the app reads it, and what is left of it dropped before a refusal.
 
     A client still sending when the server answers and closes gets a broken pipe instead
-    of the answer; up to DRAIN_BYTES of what is left is read and thrown away first (longer
-    bodies are cut off). Nothing of either is stored.
+    of the answer; up to DRAIN_BYTES (or DRAIN_SECONDS) of what is left is read and thrown
+    away first (longer bodies are cut off). Nothing of either is stored.
     """
 
     def __init__(self, receive) -> None:
@@ -181,9 +210,13 @@ class _Body:
         return message
 
     async def drop(self) -> None:
+        import anyio
+
         dropped = 0
-        while not self.done and dropped <= DRAIN_BYTES:  # once done, receive() would wait for a disconnect
-            dropped += len((await self.receive()).get("body", b""))
+        # At most DRAIN_SECONDS: a client that declared a body and sends none must not hold us.
+        with anyio.move_on_after(DRAIN_SECONDS):
+            while not self.done and dropped <= DRAIN_BYTES:  # once done, receive() would wait for a disconnect
+                dropped += len((await self.receive()).get("body", b""))
 
 
 async def _refuse(body: _Body, send, status: int, sentence: str) -> None:

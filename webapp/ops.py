@@ -123,13 +123,17 @@ def add_routes(blocks: gr.Blocks, engine: Engine, telemetry: Telemetry) -> None:
         blocks.server_app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False)
 
 
+def too_large(max_mb: float) -> str:
+    return f"That file is larger than the {max_mb:g} MB this server accepts."
+
+
 def plain_413(blocks: gr.Blocks, max_mb: float) -> None:
     """Gradio answers a too-large upload with its limit in bytes; say it in MB, as a sentence.
 
     Wraps the launched server's ASGI stack: only a 413 from an upload route is rewritten.
     """
     inner = blocks.server_app.middleware_stack
-    body = json.dumps({"detail": f"That file is larger than the {max_mb:g} MB this server accepts."}).encode()
+    body = json.dumps({"detail": too_large(max_mb)}).encode()
 
     async def app(scope, receive, send):
         if scope["type"] != "http" or not scope["path"].endswith("/upload"):

@@ -34,6 +34,10 @@ class ServerConfig:
     # the engine's max_file_mb. Without it one script could upload as fast as the network
     # allows. Not applied on a local server (one person, own machine). "" turns it off.
     upload_rate_limit: str = "60/minute;600/hour"
+    # Megabytes one client may upload, in the same notation (on a public or team server):
+    # the rate above counts requests, and without this one client could fill the whole
+    # `upload_cache_max_mb` for everyone else until the sweep. "" turns it off.
+    upload_mb_limit: str = "200/minute;600/hour"
     # Login attempts (POST /login) one address may make on a team server; each checks a
     # scrypt hash, so this bounds both password guessing and the CPU it costs.
     login_rate_limit: str = "10/minute;100/hour"
@@ -66,7 +70,7 @@ class ServerConfig:
             raise ConfigError(f"max_upload_files must be at least 1, not {self.max_upload_files}.")
         if self.upload_cache_max_mb <= 0:
             raise ConfigError(f"upload_cache_max_mb must be more than 0, not {self.upload_cache_max_mb:g}.")
-        for name in ("rate_limit", "upload_rate_limit", "login_rate_limit"):
+        for name in ("rate_limit", "upload_rate_limit", "upload_mb_limit", "login_rate_limit"):
             spec = getattr(self, name)
             if spec:
                 from limits import parse_many

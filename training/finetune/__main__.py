@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
             if not config.run_name:
                 raise FinetuneConfigError("--resume needs the run: pass --run-name NAME.")
             run = RunFolder.of(config, layout.runs)
+            if not run.path.is_dir():  # a typo must not start a new run on the defaults
+                raise FinetuneConfigError(f"There is no run named {config.run_name} to resume: check --run-name "
+                                          "(and output_dir, if the run was started with one).")
             config_file = config_file or (run.finetune_config if run.finetune_config.is_file() else None)
             engine_file = engine_file or (run.engine_config if run.engine_config.is_file() else None)
         config = load_finetune_config(config_file, overrides=overrides)
