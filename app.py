@@ -43,11 +43,11 @@ def main() -> None:
 
     try:
         server = load_server_config(args.server_config)
+        # Before gradio is imported (some of its modules read these once): uploads go to a
+        # folder of this process's own, and uvicorn trusts X-Forwarded-For from these peers.
+        uploads, gone = claim_upload_folder(server.upload_root())
     except SignLensError as exc:
         raise SystemExit(f"error: {exc}") from None
-    # Before gradio is imported (some of its modules read these once): uploads go to a
-    # folder of this process's own, and uvicorn trusts X-Forwarded-For from these peers.
-    uploads, gone = claim_upload_folder(server.upload_root())
     os.environ["GRADIO_TEMP_DIR"] = str(uploads)
     os.environ.setdefault("FORWARDED_ALLOW_IPS", server.forwarded_allow_ips)
 

@@ -182,6 +182,19 @@ def test_an_upload_without_a_length_or_too_long_is_refused_in_a_sentence(serve_p
     assert files_under(folder) == before
 
 
+def test_files_posted_to_gradios_other_routes_count_against_the_same_limits(serve_public):
+    url, folder = serve_public(upload_rate_limit="1/minute")
+    assert upload(url, [("first.mp4", os.urandom(1000))])[0] == 200
+    before = files_under(folder)
+    body = multipart([("second.wav", os.urandom(1000))])
+    request = urllib.request.Request(f"{url}/gradio_api/process_recording", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 429 and "Too many uploads from you" in json.loads(refused.value.read())["detail"]
+    assert files_under(folder) == before
+
+
 def test_one_client_cannot_upload_more_megabytes_than_its_share(serve_public):
     url, folder = serve_public(upload_mb_limit="2/minute")
     assert upload(url, [("one.mp4", os.urandom(900_000))])[0] == 200
@@ -190,6 +203,20 @@ def test_one_client_cannot_upload_more_megabytes_than_its_share(serve_public):
     status, body = upload(url, [("three.mp4", os.urandom(900_000))])
     assert status == 429 and body["detail"].startswith("Too many megabytes of uploads from you (2 per 1 minute)")
     assert files_under(folder) == before
+
+
+def test_an_upload_root_of_another_user_is_refused_and_ours_is_closed_to_others(tmp_path, monkeypatch):
+    from engine import ConfigError
+    from webapp import cache
+
+    root = tmp_path / "signlens-uploads"
+    root.mkdir()
+    os.chmod(root, 0o777)  # ours, but writable by anyone
+    folder, _ = cache.claim_upload_folder(root)
+    assert folder.parent == root and root.stat().st_mode & 0o777 == 0o700
+    monkeypatch.setattr(cache.os, "getuid", lambda: root.stat().st_uid + 1)  # as if another user made it
+    with pytest.raises(ConfigError, match="belongs to another user"):
+        cache.claim_upload_folder(root)
 
 
 def test_dead_processes_upload_folders_are_removed_and_live_and_foreign_ones_kept(tmp_path):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from engine.errors import ConfigError
 from webapp.settings import ServerConfig
 
 MB = 1024 * 1024
@@ -48,13 +49,27 @@ _max_files: contextvars.ContextVar[int | None] = contextvars.ContextVar("signlen
 
 def claim_upload_folder(root: Path) -> tuple[Path, list[Path]]:
     """(this process's new upload folder under `root`, the dead processes' folders removed)."""
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_private(root)
     removed = remove_dead_folders(root)
     folder = Path(tempfile.mkdtemp(prefix="run-", dir=root))
     lock = FileLock(folder / OWNER_LOCK)
     lock.acquire(timeout=0)  # a folder just made: nobody else can hold it
     _held.append(lock)
     return folder, removed
+
+
+def _check_private(root: Path) -> None:
+    """Refuse an upload root another user owns, and close ours to others: under a shared
+    /tmp another user could make it first, or write to it, and swap our folders for theirs."""
+    if os.name != "posix":
+        return
+    info = root.stat()
+    if info.st_uid != os.getuid():
+        raise ConfigError(f"The upload folder {root.name} belongs to another user: remove it, or set "
+                          "upload_dir in server.yml to a folder of your own.")
+    if info.st_mode & 0o022:
+        os.chmod(root, 0o700)  # ours, but others could write to it (a loose umask): close it
 
 
 def remove_dead_folders(root: Path) -> list[Path]:
@@ -123,8 +138,7 @@ def guard_uploads(blocks, server: ServerConfig, *, max_file_mb: float, rate_limi
     reserved, lock = [0], threading.Lock()
 
     async def app(scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" \
-                or not scope["path"].rstrip("/").endswith("/gradio_api/upload"):
+        if not _is_upload(scope):
             return await inner(scope, receive, send)
         body = _Body(receive)
         length = _content_length(scope)
@@ -161,6 +175,16 @@ def guard_uploads(blocks, server: ServerConfig, *, max_file_mb: float, rate_limi
                 reserved[0] -= length
 
     server_app.middleware_stack = app
+
+
+def _is_upload(scope) -> bool:
+    """A POST that carries files: Gradio's upload route, or any multipart body (its other
+    routes that take files, such as /gradio_api/process_recording, write into the same folder)."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return False
+    if scope["path"].rstrip("/").endswith("/gradio_api/upload"):
+        return True
+    return any(key == b"content-type" and value.lower().startswith(b"multipart/") for key, value in scope["headers"])
 
 
 def _content_length(scope) -> int | None:
