@@ -20,7 +20,6 @@ folder every Gradio app on the machine shares. No gradio import at module level,
 from __future__ import annotations
 
 import contextvars
-import json
 import os
 import shutil
 import tempfile
@@ -245,13 +244,10 @@ class _Body:
 
 async def _refuse(body: _Body, send, status: int, sentence: str) -> None:
     """Drop the body, then answer with `{"detail": sentence}`, as FastAPI and `plain_413` do."""
+    from webapp.ops import send_sentence
+
     await body.drop()
-    payload = json.dumps({"detail": sentence}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    if status == 507:
-        headers.append((b"retry-after", b"300"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+    await send_sentence(send, status, sentence, ((b"retry-after", b"300"),) if status == 507 else ())
 
 
 def _limit_files_per_upload() -> None:

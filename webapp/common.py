@@ -152,8 +152,9 @@ def recognize_file(engine: Engine, path: str | Path, start_s: float | None = Non
     The trim bounds go on as the caller gave them: the engine checks them, in one sentence.
     """
     path = str(path)  # a plain str: Gradio's NamedString would drag its class across
-    if engine is _ENGINE and engine.status().state == "ready":
-        outcome = recognize_on_gpu(path, start_s, end_s, engine.status().adapter)
+    status = engine.status()
+    if engine is _ENGINE and status.state == "ready":
+        outcome = recognize_on_gpu(path, start_s, end_s, status.adapter)
     else:
         outcome = _recognize(engine, path, start_s, end_s)
     if outcome.error is not None:

@@ -172,12 +172,17 @@ def throttle_logins(blocks: gr.Blocks, spec: str) -> None:
         refusal = limit.refusal(f"ip:{client[0]}", what="login attempts")
         if refusal is None:
             return await inner(scope, receive, send)
-        payload = json.dumps({"detail": refusal}).encode()
-        await send({"type": "http.response.start", "status": 429,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
+        await send_sentence(send, 429, refusal)
 
     blocks.server_app.middleware_stack = app
+
+
+async def send_sentence(send, status: int, sentence: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """Answer an ASGI request with `{"detail": sentence}`, as FastAPI's own errors read."""
+    payload = json.dumps({"detail": sentence}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": payload})
 
 
 class RateLimit:
